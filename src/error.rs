@@ -1,0 +1,124 @@
+//! The one error enum, and the only place an errno is chosen.
+
+use std::fmt;
+
+/// Every failure cowfs can report.
+#[derive(Debug)]
+pub enum Error {
+    /// The host file system failed.
+    Io(std::io::Error),
+    /// No such file, directory or attribute target.
+    NotFound,
+    /// The name already exists.
+    Exists,
+    /// A path component is not a directory.
+    NotDir,
+    /// The operation needs a non-directory.
+    IsDir,
+    /// The directory is not empty.
+    NotEmpty,
+    /// A name is longer than 255 bytes.
+    NameTooLong,
+    /// The store or its configured limit is full.
+    NoSpace,
+    /// An argument is invalid; the text says which.
+    Invalid(&'static str),
+    /// Operation not permitted (EPERM).
+    NotPermitted,
+    /// Permission denied (EACCES).
+    Access,
+    /// The extended attribute does not exist.
+    NoAttr,
+    /// A caller's buffer is too small.
+    Range,
+    /// The file would grow past the largest supported size.
+    TooBig,
+    /// Too many hard links.
+    TooManyLinks,
+    /// Not supported by cowfs.
+    Unsupported,
+    /// The operation would cross file systems.
+    CrossDevice,
+    /// A stored page failed its checks.
+    Corrupt { page: u64, what: String },
+    /// The directory is not a cowfs store, or cannot be used as one.
+    BadStore(String),
+    /// A file handle that does not exist.
+    BadHandle,
+}
+
+/// Result with the crate's error.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The errno reported to the kernel: the single table of the project.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            Error::NotFound => libc::ENOENT,
+            Error::Exists => libc::EEXIST,
+            Error::NotDir => libc::ENOTDIR,
+            Error::IsDir => libc::EISDIR,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            Error::NoSpace => libc::ENOSPC,
+            Error::Invalid(_) => libc::EINVAL,
+            Error::NotPermitted => libc::EPERM,
+            Error::Access => libc::EACCES,
+            Error::NoAttr => libc::ENODATA,
+            Error::Range => libc::ERANGE,
+            Error::TooBig => libc::EFBIG,
+            Error::TooManyLinks => libc::EMLINK,
+            Error::Unsupported => libc::EOPNOTSUPP,
+            Error::CrossDevice => libc::EXDEV,
+            Error::Corrupt { .. } => libc::EIO,
+            Error::BadStore(_) => libc::EINVAL,
+            Error::BadHandle => libc::EBADF,
+        }
+    }
+
+    /// Shorthand for a corruption report on one page.
+    pub fn corrupt(page: u64, what: impl Into<String>) -> Error {
+        Error::Corrupt {
+            page,
+            what: what.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Invalid(why) => write!(f, "invalid argument: {why}"),
+            Error::Corrupt { page, what } => write!(f, "corrupt page {page}: {what}"),
+            Error::BadStore(why) => write!(f, "{why}"),
+            other => {
+                let e = std::io::Error::from_raw_os_error(other.errno());
+                write!(f, "{e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table() {
+        assert_eq!(Error::NotFound.errno(), libc::ENOENT);
+        assert_eq!(Error::corrupt(3, "x").errno(), libc::EIO);
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(Error::from(io).errno(), libc::ENOSPC);
+        assert!(Error::corrupt(7, "bad crc").to_string().contains("page 7"));
+    }
+}

@@ -1,0 +1,25 @@
+//! cowfs: a copy-on-write filesystem in userspace.
+//!
+//! Layers, imports pointing down only:
+//!
+//! ```text
+//! fuse      thin fuser adapter: convert, call ns, reply (errno chosen in error.rs)
+//! ns        POSIX namespace: inodes, directories, xattrs, open handles
+//! object    copy-on-write maps: a radix tree of pages, shared by refcount
+//! store     refcounted page store: groups, allocator, metadata cache, journal commits
+//! page      bytes <-> pages: the Backend trait, mmap (the only unsafe), file, memory, crash
+//! ```
+#![deny(clippy::unwrap_used)]
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod error;
+pub mod fuse;
+pub mod ids;
+pub mod ns;
+pub mod object;
+pub mod page;
+pub mod store;
+pub mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,55 @@
+//! Bytes <-> pages: the storage backends.
+
+mod crash;
+mod file;
+mod mem;
+mod mmap;
+
+pub use crash::{CrashBackend, CrashImage};
+pub use file::FileBackend;
+pub use mem::MemBackend;
+pub use mmap::MmapBackend;
+
+use crate::Result;
+use std::borrow::Cow;
+
+/// Size of every page, in bytes.
+pub const PAGE_SIZE: usize = 4096;
+
+/// A page-sized byte buffer.
+pub type PageBuf = [u8; PAGE_SIZE];
+
+/// A flat, growable byte device. Offsets are bytes; all calls stay inside `len()`.
+pub trait Backend: Send + Sync {
+    /// Current length in bytes.
+    fn len(&self) -> u64;
+    /// True when the device holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Grow or shrink to `len` bytes; new bytes read as zero.
+    fn set_len(&mut self, len: u64) -> Result<()>;
+    /// Copy bytes at `off` into `buf`.
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    /// Borrow `len` bytes at `off` when the backend can (mmap), else copy them.
+    fn view(&self, off: u64, len: usize) -> Result<Cow<'_, [u8]>> {
+        let mut v = vec![0u8; len];
+        self.read(off, &mut v)?;
+        Ok(Cow::Owned(v))
+    }
+    /// Copy `buf` to `off`.
+    fn write(&mut self, off: u64, buf: &[u8]) -> Result<()>;
+    /// Make every write so far durable.
+    fn sync(&mut self) -> Result<()>;
+}
+
+/// Checks that `off..off+len` lies inside a device of `size` bytes.
+pub(crate) fn check_range(off: u64, len: usize, size: u64) -> Result<()> {
+    match off.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(crate::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("access {off}+{len} past the end ({size})"),
+        ))),
+    }
+}

@@ -1,0 +1,198 @@
+//! Reference counts and page allocation. Each group of `GROUP_PAGES` pages has a header
+//! page holding one u32 count per page; 0 is free. A page freed in the open transaction is
+//! marked pending and becomes free only at the commit, so no page the last commit still
+//! references is ever overwritten.
+
+use super::layout::{self, get32, put32, Kind, GROUP_PAGES, META_HEADER, PS};
+use super::layout::{RC_MAX, RC_PENDING, RC_RESERVED};
+use super::Store;
+use crate::error::{Error, Result};
+use crate::ids::PageNo;
+use crate::page::PAGE_SIZE;
+
+const OFF_FREE: usize = 8;
+
+impl Store {
+    /// The reference count of page `p` (the zero page has none: 0).
+    pub fn refcount(&mut self, p: PageNo) -> Result<u32> {
+        if p.is_zero() {
+            return Ok(0);
+        }
+        self.check_page(p)?;
+        let g = layout::group_header(layout::group_of(p));
+        self.with_meta(g, Kind::Group, |b| get32(b, layout::rc_offset(p)))
+    }
+
+    fn check_page(&self, p: PageNo) -> Result<()> {
+        if p.0 >= self.total_pages() {
+            return Err(Error::corrupt(p.0, "page number past the end of the store"));
+        }
+        Ok(())
+    }
+
+    fn set_refcount(&mut self, p: PageNo, v: u32) -> Result<()> {
+        let g = layout::group_header(layout::group_of(p));
+        let b = self.meta_mut(g, Kind::Group)?;
+        let old = get32(b, layout::rc_offset(p));
+        put32(b, layout::rc_offset(p), v);
+        let free = get32(b, OFF_FREE);
+        let free = match (old == 0, v == 0) {
+            (true, false) => free - 1,
+            (false, true) => free + 1,
+            _ => free,
+        };
+        put32(b, OFF_FREE, free);
+        match (old == 0, v == 0) {
+            (true, false) => self.sb.free_pages -= 1,
+            (false, true) => self.sb.free_pages += 1,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Adds one reference to `p` (nothing for the zero page).
+    pub fn incref(&mut self, p: PageNo) -> Result<()> {
+        if p.is_zero() {
+            return Ok(());
+        }
+        let rc = self.refcount(p)?;
+        if rc == 0 || rc > RC_MAX {
+            return Err(Error::corrupt(p.0, format!("reference to a page with count {rc:#x}")));
+        }
+        if rc == RC_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        self.set_refcount(p, rc + 1)
+    }
+
+    /// Drops one reference; returns true when that freed the page (pending until commit).
+    pub fn decref(&mut self, p: PageNo) -> Result<bool> {
+        if p.is_zero() {
+            return Ok(false);
+        }
+        let rc = self.refcount(p)?;
+        if rc == 0 || rc > RC_MAX {
+            return Err(Error::corrupt(p.0, format!("dropping a page with count {rc:#x}")));
+        }
+        if rc > 1 {
+            self.set_refcount(p, rc - 1)?;
+            return Ok(false);
+        }
+        self.set_refcount(p, RC_PENDING)?;
+        self.pending.push(p);
+        self.forget_page(p);
+        self.counters.frees += 1;
+        Ok(true)
+    }
+
+    /// Turns this transaction's pending frees into free pages (called by commit).
+    pub(super) fn release_pending(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            self.set_refcount(p, 0)?;
+            self.forget_page(p);
+        }
+        Ok(())
+    }
+
+    /// Allocates one page with a count of 1. Its content is undefined until written.
+    pub fn alloc(&mut self) -> Result<PageNo> {
+        if self.sb.free_pages == 0 {
+            self.grow(self.grow_step())?;
+        }
+        let groups = self.sb.groups;
+        let start = self.sb.cursor.min(self.total_pages().saturating_sub(1));
+        let mut g = layout::group_of(PageNo(start));
+        let mut from = start % GROUP_PAGES;
+        for _ in 0..=groups {
+            if let Some(p) = self.find_free_in(g, from)? {
+                self.set_refcount(p, 1)?;
+                self.sb.cursor = p.0 + 1;
+                self.counters.allocs += 1;
+                return Ok(p);
+            }
+            g = (g + 1) % groups;
+            from = 0;
+        }
+        Err(Error::corrupt(0, "free page count says free, no group has a free page"))
+    }
+
+    fn find_free_in(&mut self, g: u64, from: u64) -> Result<Option<PageNo>> {
+        let h = layout::group_header(g);
+        self.with_meta(h, Kind::Group, |b| {
+            if get32(b, OFF_FREE) == 0 {
+                return None;
+            }
+            (from..GROUP_PAGES)
+                .find(|i| get32(b, META_HEADER + *i as usize * 4) == 0)
+                .map(|i| PageNo(g * GROUP_PAGES + i))
+        })
+    }
+
+    fn grow_step(&self) -> u64 {
+        (self.sb.groups / 8).clamp(1, 256)
+    }
+
+    /// Adds `n` groups at the end of the store file.
+    pub(super) fn grow(&mut self, n: u64) -> Result<()> {
+        let old = self.sb.groups;
+        let mut n = n;
+        if self.sb.max_pages > 0 {
+            let room = (self.sb.max_pages / GROUP_PAGES).saturating_sub(old);
+            n = n.min(room);
+            if n == 0 {
+                return Err(Error::NoSpace);
+            }
+        }
+        let len = (old + n) * GROUP_PAGES * PS;
+        self.dev.set_len(len).map_err(|e| match e.errno() {
+            libc::ENOSPC | libc::EFBIG => Error::NoSpace,
+            _ => e,
+        })?;
+        self.sb.groups = old + n;
+        for g in old..old + n {
+            let h = layout::group_header(g);
+            let mut b = Box::new([0u8; PAGE_SIZE]);
+            layout::init_meta(&mut b[..], Kind::Group);
+            put32(&mut b[..], layout::rc_offset(h), RC_RESERVED);
+            let mut free = GROUP_PAGES as u32 - 1;
+            if g == 0 {
+                put32(&mut b[..], layout::rc_offset(PageNo(0)), RC_RESERVED);
+                free -= 1;
+            }
+            put32(&mut b[..], OFF_FREE, free);
+            self.sb.free_pages += free as u64;
+            self.dirty.insert(h, b);
+        }
+        log::debug!("store grew to {} groups", self.sb.groups);
+        Ok(())
+    }
+
+    /// Writes `data` at `off` of data page `old` the copy-on-write way and returns the page
+    /// that now holds the result (the caller's reference on `old` is consumed):
+    /// `old` itself when it has one reference (in place), else a fresh page holding a copy
+    /// of `old` (zeros for the zero page) with `data` laid over it.
+    pub fn write_cow(&mut self, old: PageNo, off: usize, data: &[u8]) -> Result<PageNo> {
+        if off + data.len() > PAGE_SIZE {
+            return Err(Error::Invalid("write crosses a page boundary"));
+        }
+        if !old.is_zero() && self.refcount(old)? == 1 {
+            self.write_data(old, off, data)?;
+            self.counters.in_place_writes += 1;
+            return Ok(old);
+        }
+        let q = self.alloc()?;
+        let mut buf = [0u8; PAGE_SIZE];
+        if !old.is_zero() && data.len() < PAGE_SIZE {
+            self.read_data(old, 0, &mut buf)?;
+        }
+        buf[off..off + data.len()].copy_from_slice(data);
+        self.write_data(q, 0, &buf)?;
+        if !old.is_zero() {
+            self.decref(old)?;
+            self.counters.cow_copies += 1;
+            self.sb.cow_copies += 1;
+        }
+        Ok(q)
+    }
+}

@@ -1,0 +1,210 @@
+//! The refcounted page store: allocation groups with per-page reference counts, a cache of
+//! dirty metadata pages, and journaled commits. Data pages are read and written in place
+//! through the backend (the mmap); metadata pages change only through commits.
+
+mod alloc;
+mod dir;
+pub mod journal;
+pub mod layout;
+mod meta;
+pub mod superblock;
+
+pub use dir::{open_dir, StoreDir};
+pub use layout::Kind;
+pub use superblock::{Superblock, ROOT_SLOTS};
+
+use crate::error::{Error, Result};
+use crate::ids::PageNo;
+use crate::page::{Backend, PageBuf, PAGE_SIZE};
+use journal::Journal;
+use layout::PS;
+use std::collections::{HashMap, HashSet};
+
+/// Counters kept in memory for `cowfs stats` and the tests.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Pages copied because a write hit a shared page.
+    pub cow_copies: u64,
+    /// Writes that went in place into an exclusive page.
+    pub in_place_writes: u64,
+    /// Pages allocated.
+    pub allocs: u64,
+    /// Pages freed.
+    pub frees: u64,
+    /// Commits made.
+    pub commits: u64,
+}
+
+/// The page store. Not thread-safe by itself: the namespace holds it under one lock.
+pub struct Store {
+    dev: Box<dyn Backend>,
+    journal: Journal,
+    sb: Superblock,
+    dirty: HashMap<PageNo, Box<PageBuf>>,
+    verified: HashSet<PageNo>,
+    pending: Vec<PageNo>,
+    data_dirty: bool,
+    counters: Counters,
+}
+
+impl Store {
+    /// Creates an empty store on empty devices.
+    pub fn create(dev: Box<dyn Backend>, journal: Box<dyn Backend>) -> Result<Store> {
+        if !dev.is_empty() {
+            return Err(Error::BadStore("refusing to format a non-empty device".into()));
+        }
+        let mut s = Store::assemble(dev, Journal::new(journal), Superblock::new());
+        s.grow(1)?;
+        s.commit()?;
+        Ok(s)
+    }
+
+    /// Opens an existing store, replaying the journal's last record if it is valid.
+    pub fn open(dev: Box<dyn Backend>, journal: Box<dyn Backend>) -> Result<Store> {
+        let mut dev = dev;
+        let journal = Journal::new(journal);
+        if dev.len() < PS {
+            return Err(Error::BadStore(
+                "store file is empty or truncated (no superblock)".into(),
+            ));
+        }
+        if let Some(rec) = journal.read()? {
+            log::info!("replaying journal record {} ({} pages)", rec.seq, rec.pages.len());
+            for (p, buf) in &rec.pages {
+                dev.write(p.0 * PS, &buf[..])?;
+            }
+            dev.sync()?;
+        }
+        let sb = Superblock::decode(&dev.view(0, PAGE_SIZE)?)?;
+        let want = sb.groups * layout::GROUP_PAGES * PS;
+        if dev.len() < want {
+            return Err(Error::BadStore(format!(
+                "store file is truncated: {} bytes, superblock says {want}",
+                dev.len()
+            )));
+        }
+        if dev.len() > want {
+            // A crash during growth left extra bytes that no commit references.
+            dev.set_len(want)?;
+        }
+        Ok(Store::assemble(dev, journal, sb))
+    }
+
+    fn assemble(dev: Box<dyn Backend>, journal: Journal, sb: Superblock) -> Store {
+        Store {
+            dev,
+            journal,
+            sb,
+            dirty: HashMap::new(),
+            verified: HashSet::new(),
+            pending: Vec::new(),
+            data_dirty: false,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The superblock as of now (not yet committed changes included).
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// In-memory counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Root slot `i` for the upper layers.
+    pub fn root(&self, i: usize) -> u64 {
+        self.sb.roots[i]
+    }
+
+    /// Sets root slot `i`; durable at the next commit.
+    pub fn set_root(&mut self, i: usize, v: u64) {
+        self.sb.roots[i] = v;
+    }
+
+    /// Limits the store to `pages` pages (0: no limit).
+    pub fn set_max_pages(&mut self, pages: u64) {
+        self.sb.max_pages = pages;
+    }
+
+    /// Total pages in the store file.
+    pub fn total_pages(&self) -> u64 {
+        self.sb.groups * layout::GROUP_PAGES
+    }
+
+    /// Bytes of uncommitted metadata held in memory.
+    pub fn dirty_bytes(&self) -> usize {
+        self.dirty.len() * PAGE_SIZE
+    }
+
+    /// True when something changed since the last commit.
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty() || self.data_dirty || !self.pending.is_empty()
+    }
+
+    /// Reads bytes of a data page; the zero page reads as zeros.
+    pub fn read_data(&self, p: PageNo, off: usize, buf: &mut [u8]) -> Result<()> {
+        if p.is_zero() {
+            buf.fill(0);
+            return Ok(());
+        }
+        self.check_data_page(p)?;
+        self.dev.read(p.0 * PS + off as u64, buf)
+    }
+
+    /// Writes bytes into a data page in place (the caller made sure it is exclusive).
+    pub fn write_data(&mut self, p: PageNo, off: usize, buf: &[u8]) -> Result<()> {
+        if p.is_zero() {
+            return Err(Error::corrupt(0, "write to the zero page"));
+        }
+        self.check_data_page(p)?;
+        self.data_dirty = true;
+        self.dev.write(p.0 * PS + off as u64, buf)
+    }
+
+    fn check_data_page(&self, p: PageNo) -> Result<()> {
+        if p.0 >= self.total_pages() || p.0 % layout::GROUP_PAGES == 1 {
+            return Err(Error::corrupt(p.0, "data page number out of range"));
+        }
+        Ok(())
+    }
+
+    /// Makes everything so far durable and atomic: see docs/FORMAT.md, "Commit protocol".
+    pub fn commit(&mut self) -> Result<()> {
+        if !self.has_changes() {
+            return Ok(());
+        }
+        self.release_pending()?;
+        self.sb.seq += 1;
+        let mut page0 = Box::new([0u8; PAGE_SIZE]);
+        self.sb.encode(&mut page0[..]);
+        self.dirty.insert(PageNo(0), page0);
+        for (p, buf) in self.dirty.iter_mut() {
+            layout::seal(*p, &mut buf[..]);
+        }
+        // 1. New data pages and the previous commit's home writes reach the disk.
+        self.dev.sync()?;
+        // 2. The record is durable: from here on, the commit has happened.
+        self.journal.write(self.sb.seq, &self.dirty)?;
+        // 3. Home writes; made durable by step 1 of the next commit (or by close).
+        for (p, buf) in self.dirty.drain() {
+            self.dev.write(p.0 * PS, &buf[..])?;
+            self.verified.insert(p);
+        }
+        self.data_dirty = false;
+        self.counters.commits += 1;
+        log::debug!("commit {} done", self.sb.seq);
+        Ok(())
+    }
+
+    /// Commits, makes the home writes durable and retires the journal record.
+    pub fn close(&mut self) -> Result<()> {
+        self.commit()?;
+        self.dev.sync()?;
+        self.journal.clear()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use super::*;
+use crate::page::{CrashBackend, MemBackend};
+
+fn mem_store() -> Store {
+    Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new())).expect("create")
+}
+
+#[test]
+fn alloc_refcount_free_and_reuse_after_commit() {
+    let mut s = mem_store();
+    let free0 = s.superblock().free_pages;
+    let a = s.alloc().expect("alloc");
+    assert!(a.0 > 1, "page 0 and the group header are never handed out");
+    assert_eq!(s.refcount(a).expect("rc"), 1);
+    s.incref(a).expect("incref");
+    assert_eq!(s.refcount(a).expect("rc"), 2);
+    assert!(!s.decref(a).expect("decref"));
+    assert!(s.decref(a).expect("decref"), "last reference frees");
+    // Pending: not reusable before the commit.
+    let b = s.alloc().expect("alloc");
+    assert_ne!(a, b);
+    s.commit().expect("commit");
+    assert_eq!(s.superblock().free_pages, free0 - 1);
+    assert_eq!(s.refcount(a).expect("rc"), 0);
+    assert!(s.decref(a).is_err(), "dropping a free page is corruption, not a panic");
+}
+
+#[test]
+fn zero_page_is_never_counted() {
+    let mut s = mem_store();
+    s.incref(PageNo::ZERO).expect("incref zero");
+    assert!(!s.decref(PageNo::ZERO).expect("decref zero"));
+    assert_eq!(s.refcount(PageNo::ZERO).expect("rc"), 0);
+    let mut buf = [1u8; 16];
+    s.read_data(PageNo::ZERO, 0, &mut buf).expect("read");
+    assert_eq!(buf, [0u8; 16]);
+    assert!(s.write_data(PageNo::ZERO, 0, &[1]).is_err());
+}
+
+#[test]
+fn write_cow_in_place_vs_copy() {
+    let mut s = mem_store();
+    let p = s.write_cow(PageNo::ZERO, 10, b"hello").expect("new");
+    let q = s.write_cow(p, 0, b"J").expect("in place");
+    assert_eq!(p, q, "exclusive page is written in place");
+    s.incref(p).expect("share");
+    let r = s.write_cow(p, 0, b"M").expect("copy");
+    assert_ne!(r, p, "shared page is copied");
+    let mut a = [0u8; 15];
+    s.read_data(p, 0, &mut a).expect("read");
+    assert_eq!(&a[10..15], b"hello");
+    assert_eq!(a[0], b'J');
+    s.read_data(r, 0, &mut a).expect("read");
+    assert_eq!(a[0], b'M');
+    assert_eq!(&a[10..15], b"hello");
+    assert_eq!(s.refcount(p).expect("rc"), 1);
+    assert_eq!(s.counters().cow_copies, 1);
+}
+
+#[test]
+fn grows_past_one_group() {
+    let mut s = mem_store();
+    let mut pages = Vec::new();
+    for _ in 0..3000 {
+        pages.push(s.alloc().expect("alloc"));
+    }
+    assert!(s.superblock().groups >= 3);
+    pages.sort();
+    pages.dedup();
+    assert_eq!(pages.len(), 3000);
+    assert!(pages.iter().all(|p| p.0 % layout::GROUP_PAGES != 1 && p.0 != 0));
+}
+
+#[test]
+fn reopen_after_commit_and_crash_drops_uncommitted() {
+    let dev = CrashBackend::new(Vec::new());
+    let jnl = CrashBackend::new(Vec::new());
+    let (dimg, jimg) = (dev.image(), jnl.image());
+    let mut s = Store::create(Box::new(dev), Box::new(jnl)).expect("create");
+    s.set_root(0, 42);
+    let p = s.alloc().expect("alloc");
+    s.write_data(p, 0, b"durable").expect("write");
+    s.commit().expect("commit");
+    s.set_root(0, 43);
+    let _lost = s.alloc().expect("alloc");
+    // Crash: only what the syncs made durable survives.
+    let mut s2 = Store::open(
+        Box::new(MemBackend::from_bytes(dimg.durable())),
+        Box::new(MemBackend::from_bytes(jimg.durable())),
+    )
+    .expect("reopen");
+    assert_eq!(s2.root(0), 42);
+    assert_eq!(s2.refcount(p).expect("rc"), 1);
+    let mut b = [0u8; 7];
+    s2.read_data(p, 0, &mut b).expect("read");
+    assert_eq!(&b, b"durable");
+}
+
+#[test]
+fn corrupt_metadata_is_reported_not_served() {
+    let dev = CrashBackend::new(Vec::new());
+    let dimg = dev.image();
+    let mut s = Store::create(Box::new(dev), Box::new(MemBackend::new())).expect("create");
+    let m = s.alloc_meta(Kind::Blob).expect("meta");
+    s.close().expect("close");
+    let mut bytes = dimg.durable();
+    bytes[(m.0 * PS) as usize + 100] ^= 0xff;
+    let mut s2 =
+        Store::open(Box::new(MemBackend::from_bytes(bytes)), Box::new(MemBackend::new())).expect("open");
+    let e = s2.with_meta(m, Kind::Blob, |_| ()).expect_err("corrupt");
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(e.to_string().contains(&format!("page {}", m.0)));
+}
+
+#[test]
+fn truncated_and_foreign_stores_are_refused() {
+    let e = Store::open(Box::new(MemBackend::new()), Box::new(MemBackend::new()))
+        .err()
+        .expect("empty");
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let e = Store::open(
+        Box::new(MemBackend::from_bytes(vec![7u8; 8192])),
+        Box::new(MemBackend::new()),
+    )
+    .err()
+    .expect("foreign");
+    assert!(e.to_string().contains("not a cowfs store"), "{e}");
+}
+
+#[test]
+fn max_pages_gives_enospc() {
+    let mut s = mem_store();
+    s.set_max_pages(layout::GROUP_PAGES);
+    let mut n = 0;
+    let err = loop {
+        match s.alloc() {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.errno(), libc::ENOSPC);
+    assert_eq!(n, layout::GROUP_PAGES - 2);
+}

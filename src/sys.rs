@@ -1,0 +1,98 @@
+//! Every `unsafe` block of the crate lives here, each with its SAFETY note, behind safe
+//! functions.
+#![allow(unsafe_code)]
+
+use memmap2::{MmapMut, MmapOptions};
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Maps the first `len` bytes of `file` shared and writable.
+pub fn map_file(file: &File, len: u64) -> io::Result<MmapMut> {
+    // SAFETY: the callers hold an exclusive flock on the store file for as long as the
+    // store is open, so no other cowfs process resizes or writes it under the mapping; the
+    // mapping covers no more than the file's length (the file is never shrunk while mapped:
+    // the mapping is dropped first), so no access faults past EOF.
+    unsafe { MmapOptions::new().len(len as usize).map_mut(file) }
+}
+
+/// Reserves blocks for `off..off+len` of `file`, so writes there cannot hit a full disk.
+pub fn fallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain system call on a descriptor we own; no memory is passed.
+    check(unsafe { libc::fallocate(file.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) })
+}
+
+/// Takes an exclusive, non-blocking flock on `file`; false if another process holds it.
+pub fn try_lock(file: &File) -> bool {
+    // SAFETY: plain system call on a descriptor we own; no memory is passed.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Lazily unmounts `path` (MNT_DETACH).
+pub fn umount_lazy(path: &std::path::Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })
+}
+
+/// Starts a new session so the daemon outlives its terminal.
+pub fn setsid() {
+    // SAFETY: no arguments; failure (already a group leader) is harmless.
+    unsafe {
+        libc::setsid();
+    }
+}
+
+/// The process's umask (read by setting and restoring it).
+pub fn umask() -> u32 {
+    // SAFETY: umask cannot fail; we restore the value at once.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    }
+}
+
+/// Effective uid of this process.
+pub fn geteuid() -> u32 {
+    // SAFETY: cannot fail, no arguments.
+    unsafe { libc::geteuid() }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and threads it starts later) and
+/// returns a set to wait on with `wait_signal`.
+pub fn block_term_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: `set` is a local, initialized by sigemptyset before use; pthread_sigmask only
+    // reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+/// Waits for one of the signals in `set`; returns its number.
+pub fn wait_signal(set: &libc::sigset_t) -> io::Result<i32> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is a valid initialized sigset, `sig` a valid out pointer.
+    let rc = unsafe { libc::sigwait(set, &mut sig) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(sig)
+}
