@@ -1,1 +1,288 @@
-//! cli
+//! The command line: `cowfs mkfs`, `cowfs mount`, `cowfs umount`.
+
+use crate::error::{Error, Result};
+use crate::fuse::session::{MountOpts, serve};
+use crate::store::open_dir;
+use clap::{Parser, Subcommand};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// cowfs: a copy-on-write filesystem in userspace.
+#[derive(Parser, Debug)]
+#[command(name = "cowfs", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create an empty store in STORE (a missing or empty directory).
+    Mkfs {
+        /// Store directory.
+        store: PathBuf,
+    },
+    /// Mount the store STORE at MOUNTPOINT (creating the store if STORE is missing or empty).
+    Mount {
+        /// Store directory.
+        store: PathBuf,
+        /// Where to mount.
+        mountpoint: PathBuf,
+        /// Stay attached and serve in the foreground.
+        #[arg(long)]
+        foreground: bool,
+        /// Daemon log file (default: STORE/daemon.log).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// FUSE worker threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Seconds between background commits.
+        #[arg(long, default_value_t = 5)]
+        commit_interval: u64,
+    },
+    /// Unmount a cowfs mount and wait for its daemon to close the store.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Detach even if files are open (the daemon exits once they are closed).
+        #[arg(long)]
+        lazy: bool,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Mkfs { store } => mkfs(&store),
+        Cmd::Mount {
+            store,
+            mountpoint,
+            foreground,
+            log,
+            threads,
+            commit_interval,
+        } => {
+            let opts = MountOpts {
+                threads,
+                commit_secs: commit_interval,
+            };
+            if foreground {
+                mount_foreground(&store, &mountpoint, &opts)
+            } else {
+                mount_background(&store, &mountpoint, log, &opts)
+            }
+        }
+        Cmd::Umount { mountpoint, lazy } => umount(&mountpoint, lazy),
+    }
+}
+
+fn mkfs(store: &Path) -> Result<()> {
+    if store.join(crate::store::dir::PAGES_FILE).exists() {
+        return Err(Error::BadStore(format!(
+            "{}: already a cowfs store",
+            store.display()
+        )));
+    }
+    open_dir(store, true)?;
+    println!("cowfs: created store {}", store.display());
+    Ok(())
+}
+
+fn check_mountpoint(m: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(m)
+        .map_err(|e| Error::BadStore(format!("mount point {}: {e}", m.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::BadStore(format!(
+            "mount point {}: not a directory",
+            m.display()
+        )));
+    }
+    Ok(std::fs::canonicalize(m)?)
+}
+
+fn mount_foreground(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()> {
+    let mnt = check_mountpoint(mnt)?;
+    let dir = open_dir(store, true)?;
+    let pidfile = pid_file(&mnt);
+    serve(dir, &mnt, opts, || {
+        if let Some(p) = &pidfile {
+            let _ = std::fs::write(p, std::process::id().to_string());
+        }
+    })?;
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+fn mount_background(
+    store: &Path,
+    mnt: &Path,
+    log: Option<PathBuf>,
+    opts: &MountOpts,
+) -> Result<()> {
+    let mnt = check_mountpoint(mnt)?;
+    if is_mounted(&mnt) {
+        return Err(Error::BadStore(format!(
+            "{} is already a mount point",
+            mnt.display()
+        )));
+    }
+    // Create or check the store here, so errors come back as one clear line.
+    drop(open_dir(store, true)?);
+    let store = std::fs::canonicalize(store)?;
+    let log = log.unwrap_or_else(|| store.join("daemon.log"));
+    let out = OpenOptions::new().create(true).append(true).open(&log)?;
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("mount")
+        .arg("--foreground")
+        .arg("--threads")
+        .arg(opts.threads.to_string())
+        .arg("--commit-interval")
+        .arg(opts.commit_secs.to_string())
+        .arg(&store)
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .process_group(0)
+        .spawn()?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = child.try_wait()? {
+            return Err(Error::BadStore(format!(
+                "daemon exited ({status}): {}",
+                last_error_line(&log)
+            )));
+        }
+        if is_mounted(&mnt) {
+            println!(
+                "cowfs: mounted {} at {} (daemon pid {}, log {})",
+                store.display(),
+                mnt.display(),
+                child.id(),
+                log.display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    Err(Error::BadStore(format!(
+        "mount did not appear within 30 s; see {}",
+        log.display()
+    )))
+}
+
+use std::os::unix::process::CommandExt;
+
+fn last_error_line(log: &Path) -> String {
+    let Ok(f) = File::open(log) else {
+        return "no log".into();
+    };
+    BufReader::new(f)
+        .lines()
+        .map_while(std::result::Result::ok)
+        .filter(|l| l.contains("cowfs:") || l.contains("ERROR"))
+        .last()
+        .unwrap_or_else(|| "see the log".into())
+}
+
+/// True when `mnt` is a FUSE mount point now.
+pub fn is_mounted(mnt: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = mnt.to_string_lossy().replace(' ', "\\040");
+    text.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+        f.get(4) == Some(&want.as_str()) && fstype.is_some_and(|t| t.starts_with("fuse"))
+    })
+}
+
+fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("cowfs"),
+        None if crate::sys::geteuid() == 0 => PathBuf::from("/run/cowfs"),
+        None => std::env::temp_dir().join(format!("cowfs-{}", crate::sys::geteuid())),
+    }
+}
+
+/// Where the daemon serving `mnt` records its pid.
+fn pid_file(mnt: &Path) -> Option<PathBuf> {
+    let dir = runtime_dir();
+    std::fs::create_dir_all(&dir).ok()?;
+    let name: String = mnt
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some(dir.join(format!("{name}.pid")))
+}
+
+fn umount(mnt: &Path, lazy: bool) -> Result<()> {
+    let mnt = std::fs::canonicalize(mnt)?;
+    if !is_mounted(&mnt) {
+        return Err(Error::BadStore(format!(
+            "{} is not a cowfs mount",
+            mnt.display()
+        )));
+    }
+    let pid = pid_file(&mnt)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if crate::sys::geteuid() == 0 {
+        let r = if lazy {
+            crate::sys::umount_lazy(&mnt)
+        } else {
+            crate::sys::umount(&mnt)
+        };
+        r.map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => Error::BadStore(format!(
+                "{}: target is busy (files open); close them or use --lazy",
+                mnt.display()
+            )),
+            _ => Error::Io(e),
+        })?;
+    } else {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        let st = cmd.arg(&mnt).status()?;
+        if !st.success() {
+            return Err(Error::BadStore(format!(
+                "fusermount3 -u {} failed",
+                mnt.display()
+            )));
+        }
+    }
+    if let Some(pid) = pid {
+        wait_exit(pid);
+    }
+    println!("cowfs: unmounted {}", mnt.display());
+    Ok(())
+}
+
+fn wait_exit(pid: u32) {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let start = Instant::now();
+    while proc.exists() && start.elapsed() < Duration::from_secs(60) {
+        if std::fs::read_to_string(proc.join("stat")).is_ok_and(|s| s.contains(") Z ")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -45,6 +45,8 @@ pub enum Error {
     BadStore(String),
     /// A file handle that does not exist.
     BadHandle,
+    /// lseek past the end, or no data/hole there (ENXIO).
+    NoSuchOffset,
 }
 
 /// Result with the crate's error.
@@ -74,6 +76,7 @@ impl Error {
             Error::Corrupt { .. } => libc::EIO,
             Error::BadStore(_) => libc::EINVAL,
             Error::BadHandle => libc::EBADF,
+            Error::NoSuchOffset => libc::ENXIO,
         }
     }
 

@@ -1,1 +1,13 @@
-fn main() {}
+//! The `cowfs` command: parse, set up logging, call the library, report.
+
+use clap::Parser;
+use std::io::Write;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = cowfs::cli::Cli::parse();
+    if let Err(e) = cowfs::cli::run(cli) {
+        let _ = writeln!(std::io::stderr(), "cowfs: {e}");
+        std::process::exit(1);
+    }
+}

@@ -96,3 +96,24 @@ pub fn wait_signal(set: &libc::sigset_t) -> io::Result<i32> {
     }
     Ok(sig)
 }
+
+/// Bytes available to unprivileged users on the file system holding `path`.
+pub fn statvfs_avail(path: &std::path::Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `st` is a local out-parameter fully written by a successful statvfs; `c` is a
+    // valid NUL-terminated string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        check(libc::statvfs(c.as_ptr(), &mut st))?;
+        Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}
+
+/// Unmounts `path` (fails with EBUSY while files are open).
+pub fn umount(path: &std::path::Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(c.as_ptr(), 0) })
+}

@@ -3,7 +3,7 @@
 //! a hole (at any level: a whole subtree of holes). Every node and payload page carries one
 //! reference per parent entry pointing at it, so sharing a subtree is one `incref`.
 
-use super::node::{self, capacity, entries, set_entry, slot, span, FANOUT};
+use super::node::{self, FANOUT, capacity, entries, set_entry, slot, span};
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::store::{Kind, Store};
@@ -106,7 +106,11 @@ impl MapRoot {
 
     /// Indices this map can hold without growing.
     pub fn capacity(&self) -> u64 {
-        if self.depth == 0 { 0 } else { capacity(self.depth) }
+        if self.depth == 0 {
+            0
+        } else {
+            capacity(self.depth)
+        }
     }
 
     /// The page at `idx` (the zero page for a hole).

@@ -2,7 +2,7 @@
 //! Header bytes 8..16 hold `level << 56 | population`, population being the number of
 //! non-zero payload entries under the node.
 
-use crate::store::layout::{get64, put64, META_HEADER};
+use crate::store::layout::{META_HEADER, get64, put64};
 
 /// Entries per node.
 pub const FANOUT: u64 = 510;

@@ -1,7 +1,7 @@
 //! A crash backend for tests: keeps what a completed `sync` made durable, apart from what
 //! was merely written. A simulated crash keeps only the durable image.
 
-use super::{check_range, Backend};
+use super::{Backend, check_range};
 use crate::Result;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +13,10 @@ pub struct CrashImage(Arc<Mutex<Vec<u8>>>);
 impl CrashImage {
     /// A copy of what survived the last sync.
     pub fn durable(&self) -> Vec<u8> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -77,7 +80,11 @@ impl Backend for CrashBackend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        *self.durable.0.lock().unwrap_or_else(PoisonError::into_inner) = self.live.clone();
+        *self
+            .durable
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.live.clone();
         *self.syncs.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The pread/pwrite backend: the reference implementation, and the journal's device.
 
-use super::{check_range, Backend};
+use super::{Backend, check_range};
 use crate::Result;
 use std::fs::File;
 use std::os::unix::fs::FileExt;

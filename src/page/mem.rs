@@ -1,6 +1,6 @@
 //! An in-memory backend for tests.
 
-use super::{check_range, Backend};
+use super::{Backend, check_range};
 use crate::Result;
 use std::borrow::Cow;
 

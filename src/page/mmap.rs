@@ -1,6 +1,6 @@
 //! The mmap backend: the store file mapped shared (the mapping itself is made in `sys`).
 
-use super::{check_range, Backend};
+use super::{Backend, check_range};
 use crate::Result;
 use memmap2::MmapMut;
 use std::borrow::Cow;

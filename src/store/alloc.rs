@@ -3,9 +3,9 @@
 //! marked pending and becomes free only at the commit, so no page the last commit still
 //! references is ever overwritten.
 
-use super::layout::{self, get32, put32, Kind, GROUP_PAGES, META_HEADER, PS};
-use super::layout::{RC_MAX, RC_PENDING, RC_RESERVED};
 use super::Store;
+use super::layout::{self, GROUP_PAGES, Kind, META_HEADER, PS, get32, put32};
+use super::layout::{RC_MAX, RC_PENDING, RC_RESERVED};
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::page::PAGE_SIZE;
@@ -57,7 +57,10 @@ impl Store {
         }
         let rc = self.refcount(p)?;
         if rc == 0 || rc > RC_MAX {
-            return Err(Error::corrupt(p.0, format!("reference to a page with count {rc:#x}")));
+            return Err(Error::corrupt(
+                p.0,
+                format!("reference to a page with count {rc:#x}"),
+            ));
         }
         if rc == RC_MAX {
             return Err(Error::TooManyLinks);
@@ -72,7 +75,10 @@ impl Store {
         }
         let rc = self.refcount(p)?;
         if rc == 0 || rc > RC_MAX {
-            return Err(Error::corrupt(p.0, format!("dropping a page with count {rc:#x}")));
+            return Err(Error::corrupt(
+                p.0,
+                format!("dropping a page with count {rc:#x}"),
+            ));
         }
         if rc > 1 {
             self.set_refcount(p, rc - 1)?;
@@ -114,7 +120,10 @@ impl Store {
             g = (g + 1) % groups;
             from = 0;
         }
-        Err(Error::corrupt(0, "free page count says free, no group has a free page"))
+        Err(Error::corrupt(
+            0,
+            "free page count says free, no group has a free page",
+        ))
     }
 
     fn find_free_in(&mut self, g: u64, from: u64) -> Result<Option<PageNo>> {

@@ -21,6 +21,13 @@ pub struct StoreDir {
     _lock: File,
 }
 
+impl StoreDir {
+    /// Splits into the store, its path, and the lock (keep it until the store is closed).
+    pub fn into_parts(self) -> (Store, PathBuf, File) {
+        (self.store, self.path, self._lock)
+    }
+}
+
 fn bad(path: &Path, what: &str) -> Error {
     Error::BadStore(format!("{}: {what}", path.display()))
 }
@@ -36,7 +43,10 @@ fn open_rw(path: &Path, create: bool) -> Result<File> {
 
 fn lock(file: &File, path: &Path) -> Result<()> {
     if !crate::sys::try_lock(file) {
-        return Err(bad(path, "store is in use by another cowfs process (locked)"));
+        return Err(bad(
+            path,
+            "store is in use by another cowfs process (locked)",
+        ));
     }
     Ok(())
 }
@@ -59,7 +69,10 @@ pub fn open_dir(path: &Path, create: bool) -> Result<StoreDir> {
             return Err(bad(path, "not a cowfs store (no 'pages' file)"));
         }
         if !is_blank(path)? {
-            return Err(bad(path, "not a cowfs store, and not empty: refusing to use it"));
+            return Err(bad(
+                path,
+                "not a cowfs store, and not empty: refusing to use it",
+            ));
         }
         return make(path);
     }
@@ -67,8 +80,8 @@ pub fn open_dir(path: &Path, create: bool) -> Result<StoreDir> {
     lock(&f, path)?;
     let journal = open_rw(&path.join(JOURNAL_FILE), true)?;
     let dev = MmapBackend::new(f.try_clone()?)?;
-    let store = Store::open(Box::new(dev), Box::new(FileBackend::new(journal)?))
-        .map_err(|e| match e {
+    let store =
+        Store::open(Box::new(dev), Box::new(FileBackend::new(journal)?)).map_err(|e| match e {
             Error::BadStore(m) => bad(path, &m),
             other => other,
         })?;

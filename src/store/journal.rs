@@ -1,10 +1,10 @@
 //! The redo journal: full images of every metadata page a commit changes, written and
 //! synced before any of them is written home. See docs/FORMAT.md, "Commit protocol".
 
-use super::layout::{get32, get64, put32, put64, PS};
+use super::layout::{PS, get32, get64, put32, put64};
 use crate::error::Result;
 use crate::ids::PageNo;
-use crate::page::{Backend, PageBuf, PAGE_SIZE};
+use crate::page::{Backend, PAGE_SIZE, PageBuf};
 use std::collections::HashMap;
 
 const MAGIC: u64 = 0x4c4e_4a53_4657_4f43; // "COWFSJNL"

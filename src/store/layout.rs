@@ -127,7 +127,10 @@ mod tests {
         b[100] = 7;
         seal(PageNo(9), &mut b);
         assert_eq!(verify(PageNo(9), &b).expect("valid"), Kind::MapNode);
-        assert!(verify(PageNo(10), &b).is_err(), "misdirected page must fail");
+        assert!(
+            verify(PageNo(10), &b).is_err(),
+            "misdirected page must fail"
+        );
         b[200] ^= 1;
         assert!(verify(PageNo(9), &b).is_err(), "flipped bit must fail");
     }

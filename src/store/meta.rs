@@ -1,10 +1,10 @@
 //! Access to metadata pages: the dirty cache first, then the device (checksum-verified once).
 
-use super::layout::{self, Kind, PS};
 use super::Store;
+use super::layout::{self, Kind, PS};
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
-use crate::page::{PageBuf, PAGE_SIZE};
+use crate::page::{PAGE_SIZE, PageBuf};
 
 impl Store {
     /// Runs `f` on a metadata page of kind `kind`.

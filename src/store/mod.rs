@@ -3,19 +3,19 @@
 //! through the backend (the mmap); metadata pages change only through commits.
 
 mod alloc;
-mod dir;
+pub mod dir;
 pub mod journal;
 pub mod layout;
 mod meta;
 pub mod superblock;
 
-pub use dir::{open_dir, StoreDir};
+pub use dir::{StoreDir, open_dir};
 pub use layout::Kind;
-pub use superblock::{Superblock, ROOT_SLOTS};
+pub use superblock::{ROOT_SLOTS, Superblock};
 
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
-use crate::page::{Backend, PageBuf, PAGE_SIZE};
+use crate::page::{Backend, PAGE_SIZE, PageBuf};
 use journal::Journal;
 use layout::PS;
 use std::collections::{HashMap, HashSet};
@@ -51,7 +51,9 @@ impl Store {
     /// Creates an empty store on empty devices.
     pub fn create(dev: Box<dyn Backend>, journal: Box<dyn Backend>) -> Result<Store> {
         if !dev.is_empty() {
-            return Err(Error::BadStore("refusing to format a non-empty device".into()));
+            return Err(Error::BadStore(
+                "refusing to format a non-empty device".into(),
+            ));
         }
         let mut s = Store::assemble(dev, Journal::new(journal), Superblock::new());
         s.grow(1)?;
@@ -69,7 +71,11 @@ impl Store {
             ));
         }
         if let Some(rec) = journal.read()? {
-            log::info!("replaying journal record {} ({} pages)", rec.seq, rec.pages.len());
+            log::info!(
+                "replaying journal record {} ({} pages)",
+                rec.seq,
+                rec.pages.len()
+            );
             for (p, buf) in &rec.pages {
                 dev.write(p.0 * PS, &buf[..])?;
             }

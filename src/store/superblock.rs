@@ -1,6 +1,6 @@
 //! The superblock: page 0, written only through the journal.
 
-use super::layout::{get32, get64, init_meta, put32, put64, verify, Kind, META_HEADER};
+use super::layout::{Kind, META_HEADER, get32, get64, init_meta, put32, put64, verify};
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::page::PAGE_SIZE;

@@ -22,7 +22,10 @@ fn alloc_refcount_free_and_reuse_after_commit() {
     s.commit().expect("commit");
     assert_eq!(s.superblock().free_pages, free0 - 1);
     assert_eq!(s.refcount(a).expect("rc"), 0);
-    assert!(s.decref(a).is_err(), "dropping a free page is corruption, not a panic");
+    assert!(
+        s.decref(a).is_err(),
+        "dropping a free page is corruption, not a panic"
+    );
 }
 
 #[test]
@@ -68,7 +71,11 @@ fn grows_past_one_group() {
     pages.sort();
     pages.dedup();
     assert_eq!(pages.len(), 3000);
-    assert!(pages.iter().all(|p| p.0 % layout::GROUP_PAGES != 1 && p.0 != 0));
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.0 % layout::GROUP_PAGES != 1 && p.0 != 0)
+    );
 }
 
 #[test]
@@ -105,8 +112,11 @@ fn corrupt_metadata_is_reported_not_served() {
     s.close().expect("close");
     let mut bytes = dimg.durable();
     bytes[(m.0 * PS) as usize + 100] ^= 0xff;
-    let mut s2 =
-        Store::open(Box::new(MemBackend::from_bytes(bytes)), Box::new(MemBackend::new())).expect("open");
+    let mut s2 = Store::open(
+        Box::new(MemBackend::from_bytes(bytes)),
+        Box::new(MemBackend::new()),
+    )
+    .expect("open");
     let e = s2.with_meta(m, Kind::Blob, |_| ()).expect_err("corrupt");
     assert_eq!(e.errno(), libc::EIO);
     assert!(e.to_string().contains(&format!("page {}", m.0)));

@@ -41,7 +41,11 @@ fn share_then_write_copies_one_path() {
     }
     let allocs_before = s.counters().allocs;
     let mut b = a.share(&mut s).expect("share");
-    assert_eq!(s.counters().allocs, allocs_before, "sharing allocates nothing");
+    assert_eq!(
+        s.counters().allocs,
+        allocs_before,
+        "sharing allocates nothing"
+    );
     b.write_data(&mut s, 1500, 0, &[9]).expect("w");
     // One data page plus one node per level were copied.
     assert_eq!(s.counters().allocs - allocs_before, 1 + b.depth as u64);

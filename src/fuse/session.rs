@@ -1,0 +1,104 @@
+//! Running a mount: fuser session set-up, signal handling, background commits, shutdown.
+
+use super::CowFuse;
+use crate::error::Result;
+use crate::ns::Fs;
+use crate::store::StoreDir;
+use fuser::{Config, MountOption, Session, SessionACL};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// How a mount runs.
+#[derive(Debug, Clone)]
+pub struct MountOpts {
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Seconds between background commits (bounds what a crash loses without fsync).
+    pub commit_secs: u64,
+}
+
+impl Default for MountOpts {
+    fn default() -> Self {
+        MountOpts {
+            threads: 4,
+            commit_secs: 5,
+        }
+    }
+}
+
+fn config(opts: &MountOpts) -> Config {
+    let mut c = Config::default();
+    c.mount_options = vec![
+        MountOption::FSName("cowfs".into()),
+        MountOption::Subtype("cowfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if crate::sys::geteuid() == 0 {
+        c.acl = SessionACL::All;
+    }
+    c.n_threads = Some(opts.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+fn spawn_committer(fs: Arc<Mutex<Fs>>, secs: u64, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let step = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(step);
+            waited += step;
+            if waited.as_secs() < secs.max(1) {
+                continue;
+            }
+            waited = Duration::ZERO;
+            let mut g = fs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = g.sync() {
+                log::error!("background commit failed: {e}");
+            }
+        }
+    })
+}
+
+/// Mounts the store at `mountpoint` and serves until unmounted or signalled. `ready` runs
+/// once the mount is in place.
+pub fn serve(
+    dir: StoreDir,
+    mountpoint: &Path,
+    opts: &MountOpts,
+    ready: impl FnOnce(),
+) -> Result<()> {
+    // Block the termination signals before any thread starts, so they all inherit the mask
+    // and one thread can wait for them.
+    let sigs = crate::sys::block_term_signals()?;
+    let (store, path, _lock) = dir.into_parts();
+    let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
+    let session = Session::new(CowFuse::new(fs.clone()), mountpoint, &config(opts))?;
+    log::info!("mounted at {}", mountpoint.display());
+    ready();
+    let mnt = mountpoint.to_path_buf();
+    thread::spawn(move || {
+        if let Ok(sig) = crate::sys::wait_signal(&sigs) {
+            log::info!("signal {sig}: unmounting {}", mnt.display());
+            if let Err(e) = crate::sys::umount_lazy(&mnt) {
+                log::error!("unmount of {} failed: {e}", mnt.display());
+            }
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let committer = spawn_committer(fs.clone(), opts.commit_secs, stop.clone());
+    let run = session.run();
+    stop.store(true, Ordering::Relaxed);
+    let _ = committer.join();
+    let closed = fs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .close();
+    run?;
+    closed?;
+    log::info!("unmounted {}; store closed", mountpoint.display());
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! File data: read, write, truncate, fallocate, lseek and page-sharing copies.
+
+use super::MAX_FILE_SIZE;
+use super::fs::Fs;
+use super::inode::{Inode, Time};
+use crate::error::{Error, Result};
+use crate::ids::Ino;
+use crate::page::PAGE_SIZE;
+
+const PS: u64 = PAGE_SIZE as u64;
+
+/// fallocate(2) mode bits.
+pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+
+/// Splits `off..off+len` into (page index, offset in page, length) pieces.
+fn pieces(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+    let end = off + len;
+    let mut pos = off;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let in_page = (pos % PS) as usize;
+        let n = (PS - pos % PS).min(end - pos) as usize;
+        let item = (pos / PS, in_page, n);
+        pos += n as u64;
+        Some(item)
+    })
+}
+
+fn relatime_due(i: &Inode, now: Time) -> bool {
+    i.atime <= i.mtime || i.atime <= i.ctime || now.sec - i.atime.sec >= 24 * 3600
+}
+
+impl Fs {
+    fn regular(&mut self, ino: Ino) -> Result<Inode> {
+        let i = self.get(ino)?;
+        if i.is_dir() {
+            return Err(Error::IsDir);
+        }
+        if !i.is_file() {
+            return Err(Error::Invalid("not a regular file"));
+        }
+        Ok(i)
+    }
+
+    /// Reads up to `size` bytes at `off`.
+    pub fn read(&mut self, ino: Ino, off: u64, size: u32) -> Result<Vec<u8>> {
+        let mut i = self.regular(ino)?;
+        if off >= i.size {
+            return Ok(Vec::new());
+        }
+        let len = (size as u64).min(i.size - off);
+        let mut out = vec![0u8; len as usize];
+        let mut at = 0;
+        for (idx, in_page, n) in pieces(off, len) {
+            let p = i.map.get(&mut self.store, idx)?;
+            self.store.read_data(p, in_page, &mut out[at..at + n])?;
+            at += n;
+        }
+        let now = Time::now();
+        if relatime_due(&i, now) {
+            i.atime = now;
+            self.put(ino, &i)?;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `off`; returns the bytes written.
+    pub fn write(&mut self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
+        let mut i = self.regular(ino)?;
+        let end = off.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(Error::TooBig);
+        }
+        let mut at = 0;
+        let res: Result<()> = (|| {
+            for (idx, in_page, n) in pieces(off, data.len() as u64) {
+                i.map
+                    .write_data(&mut self.store, idx, in_page, &data[at..at + n])?;
+                at += n;
+            }
+            Ok(())
+        })();
+        if at == 0 {
+            res?;
+        }
+        // A partial write (say ENOSPC half way) reports what made it, like write(2).
+        i.size = i.size.max(off + at as u64);
+        let now = Time::now();
+        i.mtime = now;
+        i.ctime = now;
+        self.put(ino, &i)?;
+        Ok(at)
+    }
+
+    /// Zeroes `off..off+len` inside one page, the copy-on-write way (holes stay holes).
+    fn zero_in_page(&mut self, i: &mut Inode, idx: u64, in_page: usize, n: usize) -> Result<()> {
+        if i.map.get(&mut self.store, idx)?.is_zero() {
+            return Ok(());
+        }
+        i.map
+            .write_data(&mut self.store, idx, in_page, &vec![0u8; n])
+    }
+
+    /// Turns `off..off+len` into zeros: whole pages become holes, edges are zeroed.
+    fn punch(&mut self, i: &mut Inode, off: u64, len: u64) -> Result<()> {
+        let end = off.saturating_add(len);
+        let first_full = off.div_ceil(PS);
+        let last_full = end / PS;
+        if first_full < last_full {
+            i.map.clear_range(&mut self.store, first_full, last_full)?;
+        }
+        for (idx, in_page, n) in pieces(off, len) {
+            if n < PAGE_SIZE {
+                self.zero_in_page(i, idx, in_page, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the size: shrinking drops pages past the end and zeroes the tail of the last.
+    pub(super) fn truncate(&mut self, i: &mut Inode, size: u64) -> Result<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(Error::TooBig);
+        }
+        if size < i.size {
+            let keep = size.div_ceil(PS);
+            i.map.clear_range(&mut self.store, keep, u64::MAX)?;
+            if !size.is_multiple_of(PS) {
+                let n = (PS - size % PS) as usize;
+                self.zero_in_page(i, size / PS, (size % PS) as usize, n)?;
+            }
+        }
+        i.size = size;
+        Ok(())
+    }
+
+    /// fallocate(2): allocate, punch a hole, or zero a range.
+    pub fn fallocate(&mut self, ino: Ino, off: u64, len: u64, mode: i32) -> Result<()> {
+        let mut i = self.regular(ino)?;
+        let end = off.checked_add(len).ok_or(Error::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(Error::TooBig);
+        }
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        let inside = len.min(i.size.saturating_sub(off));
+        match mode & !FALLOC_FL_KEEP_SIZE {
+            0 => self.allocate(&mut i, off, len)?,
+            FALLOC_FL_PUNCH_HOLE if keep => self.punch(&mut i, off, inside)?,
+            FALLOC_FL_ZERO_RANGE => self.punch(&mut i, off, inside)?,
+            _ => return Err(Error::Unsupported),
+        }
+        if !keep && end > i.size {
+            i.size = end;
+        }
+        let now = Time::now();
+        if mode != 0 || end > i.size {
+            i.mtime = now;
+        }
+        i.ctime = now;
+        self.put(ino, &i)
+    }
+
+    /// Gives every hole page in the range a zero-filled page of its own.
+    fn allocate(&mut self, i: &mut Inode, off: u64, len: u64) -> Result<()> {
+        let zero = [0u8; PAGE_SIZE];
+        let last = (off + len).div_ceil(PS);
+        let mut idx = off / PS;
+        while idx < last {
+            idx = match i.map.next_hole(&mut self.store, idx)? {
+                h if h >= last => break,
+                h => h,
+            };
+            i.map.write_data(&mut self.store, idx, 0, &zero)?;
+            idx += 1;
+        }
+        Ok(())
+    }
+
+    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map.
+    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
+        let i = self.get(ino)?;
+        if off >= i.size {
+            return Err(Error::NoSuchOffset);
+        }
+        match whence {
+            libc::SEEK_DATA => {
+                let idx = i.map.next_data(&mut self.store, off / PS)?;
+                match idx.map(|d| (d * PS).max(off)) {
+                    Some(pos) if pos < i.size => Ok(pos),
+                    _ => Err(Error::NoSuchOffset),
+                }
+            }
+            libc::SEEK_HOLE => {
+                let h = i.map.next_hole(&mut self.store, off / PS)?;
+                Ok((h.saturating_mul(PS)).max(off).min(i.size))
+            }
+            libc::SEEK_SET => Ok(off),
+            _ => Err(Error::Invalid("bad whence")),
+        }
+    }
+
+    /// copy_file_range: shares whole pages when both offsets are page-aligned, copies bytes
+    /// otherwise. Returns the bytes copied.
+    pub fn copy_range(
+        &mut self,
+        src: Ino,
+        off_in: u64,
+        dst: Ino,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let si = self.regular(src)?;
+        let mut di = self.regular(dst)?;
+        if off_in >= si.size {
+            return Ok(0);
+        }
+        let len = len.min(si.size - off_in);
+        let end_out = off_out.checked_add(len).ok_or(Error::TooBig)?;
+        if end_out > MAX_FILE_SIZE {
+            return Err(Error::TooBig);
+        }
+        if src == dst && off_in < end_out && off_out < off_in + len {
+            return Err(Error::Invalid("overlapping ranges in one file"));
+        }
+        let mut shared = 0;
+        if off_in.is_multiple_of(PS) && off_out.is_multiple_of(PS) {
+            let mut pages = len / PS;
+            // The source's last partial page can be shared when it also ends the target.
+            if !len.is_multiple_of(PS) && off_in + len == si.size && end_out >= di.size {
+                pages += 1;
+            }
+            let from = if src == dst { None } else { Some(&si.map) };
+            di.map
+                .clone_range(&mut self.store, from, off_in / PS, off_out / PS, pages)?;
+            shared = (pages * PS).min(len);
+        }
+        let now = Time::now();
+        di.size = di.size.max(off_out + shared);
+        di.mtime = now;
+        di.ctime = now;
+        self.put(dst, &di)?;
+        let mut done = shared;
+        while done < len {
+            let n = (len - done).min(1 << 20) as u32;
+            let buf = self.read(src, off_in + done, n)?;
+            if buf.is_empty() {
+                break;
+            }
+            done += self.write(dst, off_out + done, &buf)? as u64;
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,329 @@
+//! Directories: a hash table of entry blocks kept in the directory's map. An entry's key is
+//! a 62-bit hash of its name; the bucket is the key's top `dir_bits` bits, so iterating in
+//! key order survives the table doubling, and the key is a stable readdir cookie. Bucket
+//! `b`'s chain of blocks sits at map indices `b`, `b + 2^32`, `b + 2*2^32`, ... (dense).
+
+use super::inode::Inode;
+use crate::error::{Error, Result};
+use crate::ids::{Ino, PageNo};
+use crate::object::MapRoot;
+use crate::page::PAGE_SIZE;
+use crate::store::layout::{META_HEADER, get64, put64};
+use crate::store::{Kind, Store};
+
+/// Longest name, in bytes.
+pub const NAME_MAX: usize = 255;
+const MAX_BITS: u8 = 32;
+const CHAIN: u64 = 1 << 32;
+const LOAD: u64 = 64;
+const OFF_COUNT: usize = 8;
+const OFF_USED: usize = 10;
+const ENTRY_FIXED: usize = 18;
+const ROOM: usize = PAGE_SIZE - META_HEADER;
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The name's hash key (also its readdir cookie).
+    pub key: u64,
+    pub ino: Ino,
+    /// `S_IFMT` bits of the target, shifted right by 12.
+    pub kind: u8,
+    pub name: Vec<u8>,
+}
+
+/// The 62-bit key of a name: FNV-1a, then a 64-bit finalizer for good top bits.
+pub fn key_of(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h >> 2
+}
+
+fn bucket(key: u64, bits: u8) -> u64 {
+    if bits == 0 {
+        0
+    } else {
+        key >> (62 - bits as u32)
+    }
+}
+
+/// Checks a name: not empty, no '/', at most 255 bytes.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::Invalid("bad file name"));
+    }
+    Ok(())
+}
+
+fn used(b: &[u8]) -> usize {
+    u16::from_le_bytes([b[OFF_USED], b[OFF_USED + 1]]) as usize
+}
+
+fn set_used(b: &mut [u8], n: usize) {
+    b[OFF_USED..OFF_USED + 2].copy_from_slice(&(n as u16).to_le_bytes());
+    let count = block_entries(b).len() as u16;
+    b[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&count.to_le_bytes());
+}
+
+/// Entries of a block, with their byte offsets.
+fn parse(b: &[u8]) -> Vec<(usize, Entry)> {
+    let mut out = Vec::new();
+    let end = META_HEADER + used(b).min(ROOM);
+    let mut off = META_HEADER;
+    while off + ENTRY_FIXED <= end {
+        let len = b[off + 17] as usize;
+        if off + ENTRY_FIXED + len > end {
+            break;
+        }
+        out.push((
+            off,
+            Entry {
+                key: get64(b, off),
+                ino: Ino(get64(b, off + 8)),
+                kind: b[off + 16],
+                name: b[off + ENTRY_FIXED..off + ENTRY_FIXED + len].to_vec(),
+            },
+        ));
+        off += ENTRY_FIXED + len;
+    }
+    out
+}
+
+fn block_entries(b: &[u8]) -> Vec<Entry> {
+    parse(b).into_iter().map(|(_, e)| e).collect()
+}
+
+fn append(b: &mut [u8], e: &Entry) {
+    let off = META_HEADER + used(b);
+    put64(b, off, e.key);
+    put64(b, off + 8, e.ino.0);
+    b[off + 16] = e.kind;
+    b[off + 17] = e.name.len() as u8;
+    b[off + ENTRY_FIXED..off + ENTRY_FIXED + e.name.len()].copy_from_slice(&e.name);
+    set_used(b, used(b) + ENTRY_FIXED + e.name.len());
+}
+
+fn remove_at(b: &mut [u8], off: usize, len: usize) {
+    let end = META_HEADER + used(b);
+    b.copy_within(off + len..end, off);
+    b[end - len..end].fill(0);
+    set_used(b, used(b) - len);
+}
+
+fn find(b: &[u8], key: u64, name: &[u8]) -> Option<(usize, Entry)> {
+    parse(b)
+        .into_iter()
+        .find(|(_, e)| e.key == key && e.name == name)
+}
+
+fn chain_block(s: &mut Store, m: &MapRoot, bk: u64, j: u64) -> Result<PageNo> {
+    m.get(s, bk + j * CHAIN)
+}
+
+/// Looks `name` up in `dir`.
+pub fn lookup(s: &mut Store, dir: &Inode, name: &[u8]) -> Result<Option<Entry>> {
+    let key = key_of(name);
+    let bk = bucket(key, dir.dir_bits);
+    for j in 0.. {
+        let p = chain_block(s, &dir.map, bk, j)?;
+        if p.is_zero() {
+            break;
+        }
+        if let Some((_, e)) = s.with_meta(p, Kind::DirBlock, |b| find(b, key, name))? {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+fn place(s: &mut Store, map: &mut MapRoot, bits: u8, e: &Entry) -> Result<()> {
+    let bk = bucket(e.key, bits);
+    let need = ENTRY_FIXED + e.name.len();
+    for j in 0.. {
+        let idx = bk + j * CHAIN;
+        let p = map.get(s, idx)?;
+        let fits = p.is_zero() || s.with_meta(p, Kind::DirBlock, |b| used(b) + need <= ROOM)?;
+        if fits {
+            let q = map.meta_for_write(s, idx, Kind::DirBlock)?;
+            append(s.meta_mut(q, Kind::DirBlock)?, e);
+            return Ok(());
+        }
+    }
+    Err(Error::NoSpace)
+}
+
+/// Adds an entry; the caller has checked that `name` is not there.
+pub fn insert(s: &mut Store, dir: &mut Inode, name: &[u8], ino: Ino, kind: u8) -> Result<()> {
+    check_name(name)?;
+    if dir.entries >= (LOAD << dir.dir_bits) && dir.dir_bits < MAX_BITS {
+        rehash(s, dir, dir.dir_bits + 1)?;
+    }
+    let e = Entry {
+        key: key_of(name),
+        ino,
+        kind,
+        name: name.to_vec(),
+    };
+    place(s, &mut dir.map, dir.dir_bits, &e)?;
+    dir.entries += 1;
+    Ok(())
+}
+
+/// Removes `name`; returns the entry it held.
+pub fn remove(s: &mut Store, dir: &mut Inode, name: &[u8]) -> Result<Option<Entry>> {
+    let key = key_of(name);
+    let bk = bucket(key, dir.dir_bits);
+    for j in 0.. {
+        let p = chain_block(s, &dir.map, bk, j)?;
+        if p.is_zero() {
+            break;
+        }
+        let Some((off, e)) = s.with_meta(p, Kind::DirBlock, |b| find(b, key, name))? else {
+            continue;
+        };
+        let q = dir.map.meta_for_write(s, bk + j * CHAIN, Kind::DirBlock)?;
+        let b = s.meta_mut(q, Kind::DirBlock)?;
+        remove_at(b, off, ENTRY_FIXED + e.name.len());
+        if used(b) == 0 {
+            drop_block(s, &mut dir.map, bk, j)?;
+        }
+        dir.entries -= 1;
+        return Ok(Some(e));
+    }
+    Ok(None)
+}
+
+/// Removes empty block `j` of bucket `bk`, moving the chain's last block into its place.
+fn drop_block(s: &mut Store, map: &mut MapRoot, bk: u64, j: u64) -> Result<()> {
+    let mut last = j;
+    while !chain_block(s, map, bk, last + 1)?.is_zero() {
+        last += 1;
+    }
+    if last == j {
+        return map.set(s, bk + j * CHAIN, PageNo::ZERO);
+    }
+    let mut taken = PageNo::ZERO;
+    map.modify(s, bk + last * CHAIN, |_, old| {
+        taken = old;
+        Ok(PageNo::ZERO)
+    })?;
+    map.set(s, bk + j * CHAIN, taken)
+}
+
+/// Calls `f` on every entry with a key above `after` (all when `None`), in key order, until
+/// `f` returns true.
+pub fn for_each(
+    s: &mut Store,
+    dir: &Inode,
+    after: Option<u64>,
+    f: &mut dyn FnMut(&Entry) -> bool,
+) -> Result<()> {
+    let mut bk = after.map(|k| bucket(k, dir.dir_bits)).unwrap_or(0);
+    while let Some(first) = dir.map.next_data(s, bk)? {
+        if first >= CHAIN {
+            break;
+        }
+        bk = first;
+        let mut all = Vec::new();
+        for j in 0.. {
+            let p = chain_block(s, &dir.map, bk, j)?;
+            if p.is_zero() {
+                break;
+            }
+            all.extend(s.with_meta(p, Kind::DirBlock, block_entries)?);
+        }
+        all.sort_by_key(|e| e.key);
+        for e in all.iter().filter(|e| after.is_none_or(|a| e.key > a)) {
+            if f(e) {
+                return Ok(());
+            }
+        }
+        bk += 1;
+    }
+    Ok(())
+}
+
+fn rehash(s: &mut Store, dir: &mut Inode, bits: u8) -> Result<()> {
+    let mut all = Vec::new();
+    for_each(s, dir, None, &mut |e| {
+        all.push(e.clone());
+        false
+    })?;
+    let mut map = MapRoot::EMPTY;
+    for e in &all {
+        place(s, &mut map, bits, e)?;
+    }
+    dir.map.free(s)?;
+    dir.map = map;
+    dir.dir_bits = bits;
+    log::debug!(
+        "directory rehashed to {} buckets ({} entries)",
+        1u64 << bits,
+        all.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::MemBackend;
+
+    #[test]
+    fn insert_lookup_remove_iterate_many() {
+        let mut s =
+            Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new())).expect("store");
+        let mut d = Inode {
+            mode: libc::S_IFDIR | 0o755,
+            ..Default::default()
+        };
+        let n = 5000u64;
+        for i in 0..n {
+            let name = format!("file-{i}-{}", "x".repeat((i % 200) as usize));
+            insert(&mut s, &mut d, name.as_bytes(), Ino(i + 10), 8).expect("insert");
+        }
+        assert!(d.dir_bits > 0, "table grew");
+        assert_eq!(lookup(&mut s, &d, b"file-77-").expect("l"), None);
+        let name = format!("file-77-{}", "x".repeat(77));
+        assert_eq!(
+            lookup(&mut s, &d, name.as_bytes())
+                .expect("l")
+                .map(|e| e.ino),
+            Some(Ino(87))
+        );
+        // Iterate in pieces, removing as we go (like rm -rf): nothing is skipped.
+        let mut seen = 0u64;
+        let mut after = None;
+        loop {
+            let mut batch = Vec::new();
+            for_each(&mut s, &d, after, &mut |e| {
+                batch.push(e.clone());
+                batch.len() == 100
+            })
+            .expect("iter");
+            if batch.is_empty() {
+                break;
+            }
+            after = batch.last().map(|e| e.key);
+            for e in &batch {
+                assert!(remove(&mut s, &mut d, &e.name).expect("rm").is_some());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, n);
+        assert_eq!(d.entries, 0);
+        assert_eq!(d.map.population(&mut s).expect("pop"), 0);
+        assert!(matches!(check_name(&[b'a'; 256]), Err(Error::NameTooLong)));
+    }
+}

@@ -1,0 +1,324 @@
+//! The filesystem object: the store plus in-memory state (open handles), and the inode
+//! operations that are neither names nor data.
+
+use super::inode::{Inode, Time};
+use super::{dir, itable};
+use crate::error::{Error, Result};
+use crate::ids::{Fh, Ino};
+use crate::store::Store;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Who is asking: the caller's credentials and umask.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+}
+
+impl Ctx {
+    /// The superuser, for tests and internal work.
+    pub const ROOT: Ctx = Ctx {
+        uid: 0,
+        gid: 0,
+        umask: 0o022,
+    };
+}
+
+/// A time given to setattr.
+#[derive(Debug, Clone, Copy)]
+pub enum TimeSet {
+    Now,
+    At(Time),
+}
+
+impl TimeSet {
+    fn resolve(self) -> Time {
+        match self {
+            TimeSet::Now => Time::now(),
+            TimeSet::At(t) => t,
+        }
+    }
+}
+
+/// The fields setattr may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub ctime: Option<Time>,
+}
+
+/// Numbers for statfs, in 4 KiB blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+}
+
+struct Handle {
+    ino: Ino,
+}
+
+/// The mounted filesystem's state. One lock around it serializes every operation.
+pub struct Fs {
+    pub(super) store: Store,
+    handles: HashMap<Fh, Handle>,
+    next_fh: u64,
+    open: HashMap<Ino, u32>,
+    host_dir: Option<PathBuf>,
+}
+
+/// `S_IFMT` bits as the directory-entry kind byte.
+pub(super) fn kind_byte(mode: u32) -> u8 {
+    ((mode & libc::S_IFMT) >> 12) as u8
+}
+
+impl Fs {
+    /// Opens the filesystem in `store`, making the root directory on a new store and
+    /// freeing inodes that were unlinked while open when the last daemon stopped.
+    pub fn new(store: Store, host_dir: Option<PathBuf>) -> Result<Fs> {
+        let mut fs = Fs {
+            store,
+            handles: HashMap::new(),
+            next_fh: 1,
+            open: HashMap::new(),
+            host_dir,
+        };
+        if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
+            fs.format()?;
+        }
+        fs.reap_orphans()?;
+        fs.store.commit()?;
+        Ok(fs)
+    }
+
+    fn format(&mut self) -> Result<()> {
+        let now = Time::now();
+        for ino in [Ino::ROOT, Ino::ORPHANS] {
+            let d = Inode {
+                mode: libc::S_IFDIR | if ino == Ino::ROOT { 0o755 } else { 0o700 },
+                uid: crate::sys::geteuid(),
+                nlink: 2,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                parent: ino.0,
+                ..Default::default()
+            };
+            itable::put(&mut self.store, ino, &d)?;
+        }
+        log::info!("formatted a new filesystem");
+        Ok(())
+    }
+
+    fn reap_orphans(&mut self) -> Result<()> {
+        let orphans = self.get(Ino::ORPHANS)?;
+        let mut names = Vec::new();
+        dir::for_each(&mut self.store, &orphans, None, &mut |e| {
+            names.push((e.name.clone(), e.ino));
+            false
+        })?;
+        for (name, ino) in names {
+            log::info!(
+                "freeing inode {} unlinked while open before the last stop",
+                ino.0
+            );
+            let mut o = self.get(Ino::ORPHANS)?;
+            dir::remove(&mut self.store, &mut o, &name)?;
+            self.put(Ino::ORPHANS, &o)?;
+            if let Ok(inode) = self.get(ino) {
+                self.free_inode(ino, inode)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The store (for statistics and tools).
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub(super) fn get(&mut self, ino: Ino) -> Result<Inode> {
+        itable::get(&mut self.store, ino)
+    }
+
+    pub(super) fn put(&mut self, ino: Ino, inode: &Inode) -> Result<()> {
+        itable::put(&mut self.store, ino, inode)
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&mut self, ino: Ino) -> Result<Inode> {
+        if ino == Ino::ORPHANS {
+            return Err(Error::NotFound);
+        }
+        self.get(ino)
+    }
+
+    /// Pages holding data in `ino` (for `st_blocks`).
+    pub fn data_pages(&mut self, inode: &Inode) -> Result<u64> {
+        inode.map.population(&mut self.store)
+    }
+
+    /// Changes attributes: mode, owner, size, times.
+    pub fn setattr(&mut self, ctx: Ctx, ino: Ino, a: &SetAttr) -> Result<Inode> {
+        let mut i = self.get(ino)?;
+        let now = Time::now();
+        if let Some(size) = a.size {
+            if i.is_dir() {
+                return Err(Error::IsDir);
+            }
+            if !i.is_file() {
+                return Err(Error::Invalid("truncate of a special file"));
+            }
+            self.truncate(&mut i, size)?;
+            i.mtime = now;
+            i.ctime = now;
+        }
+        if let Some(mode) = a.mode {
+            i.mode = (i.mode & libc::S_IFMT) | (mode & 0o7777);
+            i.ctime = now;
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            let changes = a.uid.is_some_and(|u| u != i.uid) || a.gid.is_some_and(|g| g != i.gid);
+            i.uid = a.uid.unwrap_or(i.uid);
+            i.gid = a.gid.unwrap_or(i.gid);
+            if !i.is_dir() && (ctx.uid != 0 || changes) && a.mode.is_none() {
+                i.mode &= !libc::S_ISUID;
+                if i.mode & libc::S_IXGRP != 0 {
+                    i.mode &= !libc::S_ISGID;
+                }
+            }
+            i.ctime = now;
+        }
+        if let Some(t) = a.atime {
+            i.atime = t.resolve();
+            i.ctime = now;
+        }
+        if let Some(t) = a.mtime {
+            i.mtime = t.resolve();
+            i.ctime = now;
+        }
+        if let Some(t) = a.ctime {
+            i.ctime = t;
+        }
+        self.put(ino, &i)?;
+        Ok(i)
+    }
+
+    /// Opens `ino`; the handle keeps its data alive after an unlink.
+    pub fn open(&mut self, ino: Ino) -> Result<Fh> {
+        if ino == Ino::ORPHANS {
+            return Err(Error::NotFound);
+        }
+        self.get(ino)?;
+        let fh = Fh(self.next_fh);
+        self.next_fh += 1;
+        self.handles.insert(fh, Handle { ino });
+        *self.open.entry(ino).or_insert(0) += 1;
+        Ok(fh)
+    }
+
+    /// The inode behind a handle.
+    pub fn handle_ino(&self, fh: Fh) -> Result<Ino> {
+        self.handles.get(&fh).map(|h| h.ino).ok_or(Error::BadHandle)
+    }
+
+    /// Closes a handle; frees an unlinked inode on its last close.
+    pub fn release(&mut self, fh: Fh) -> Result<()> {
+        let h = self.handles.remove(&fh).ok_or(Error::BadHandle)?;
+        let n = self.open.entry(h.ino).or_insert(1);
+        *n -= 1;
+        if *n == 0 {
+            self.open.remove(&h.ino);
+            if let Ok(i) = self.get(h.ino)
+                && i.nlink == 0
+            {
+                self.unorphan(h.ino)?;
+                self.free_inode(h.ino, i)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_open(&self, ino: Ino) -> bool {
+        self.open.contains_key(&ino)
+    }
+
+    pub(super) fn orphan(&mut self, ino: Ino) -> Result<()> {
+        let mut o = self.get(Ino::ORPHANS)?;
+        dir::insert(
+            &mut self.store,
+            &mut o,
+            ino.0.to_string().as_bytes(),
+            ino,
+            0,
+        )?;
+        self.put(Ino::ORPHANS, &o)
+    }
+
+    fn unorphan(&mut self, ino: Ino) -> Result<()> {
+        let mut o = self.get(Ino::ORPHANS)?;
+        dir::remove(&mut self.store, &mut o, ino.0.to_string().as_bytes())?;
+        self.put(Ino::ORPHANS, &o)
+    }
+
+    /// Frees an inode and everything it holds.
+    pub(super) fn free_inode(&mut self, ino: Ino, mut i: Inode) -> Result<()> {
+        i.map.free(&mut self.store)?;
+        i.xattr.free(&mut self.store)?;
+        itable::remove(&mut self.store, ino)
+    }
+
+    /// Makes everything so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.store.commit()
+    }
+
+    /// Commits when the uncommitted metadata grows past `limit` bytes.
+    pub fn commit_if_over(&mut self, limit: usize) -> Result<()> {
+        if self.store.dirty_bytes() > limit {
+            self.store.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits and closes the store cleanly.
+    pub fn close(&mut self) -> Result<()> {
+        self.store.close()
+    }
+
+    /// Space and inode numbers for statfs.
+    pub fn statfs(&mut self) -> Result<StatFs> {
+        let sb = self.store.superblock().clone();
+        let total = self.store.total_pages();
+        let used = total - sb.free_pages;
+        let host = self
+            .host_dir
+            .as_ref()
+            .and_then(|d| crate::sys::statvfs_avail(d).ok())
+            .unwrap_or(0)
+            / crate::page::PAGE_SIZE as u64;
+        let mut avail = sb.free_pages + host;
+        if sb.max_pages > 0 {
+            avail = avail.min(sb.max_pages.saturating_sub(used));
+        }
+        let files = itable::inos_used(&self.store);
+        Ok(StatFs {
+            blocks: used + avail,
+            bfree: avail,
+            bavail: avail,
+            files: files + (1 << 32),
+            ffree: 1 << 32,
+        })
+    }
+}

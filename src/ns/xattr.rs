@@ -1,0 +1,132 @@
+//! Extended attributes: every attribute of an inode in one blob of
+//! `[name length u8][value length u32][name][value]` records.
+
+use super::blob;
+use super::fs::Fs;
+use super::inode::Time;
+use crate::error::{Error, Result};
+use crate::ids::Ino;
+
+/// setxattr flags.
+pub const XATTR_CREATE: i32 = 1;
+pub const XATTR_REPLACE: i32 = 2;
+const MAX_BLOB: usize = 1 << 20;
+const NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
+
+fn parse(b: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 5 <= b.len() {
+        let nl = b[off] as usize;
+        let vl = u32::from_le_bytes([b[off + 1], b[off + 2], b[off + 3], b[off + 4]]) as usize;
+        let start = off + 5;
+        if start + nl + vl > b.len() {
+            break;
+        }
+        out.push((
+            b[start..start + nl].to_vec(),
+            b[start + nl..start + nl + vl].to_vec(),
+        ));
+        off = start + nl + vl;
+    }
+    out
+}
+
+fn encode(all: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in all {
+        b.push(n.len() as u8);
+        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        b.extend_from_slice(n);
+        b.extend_from_slice(v);
+    }
+    b
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > 255 {
+        return Err(Error::Range);
+    }
+    if !NAMESPACES
+        .iter()
+        .any(|ns| name.starts_with(ns) && name.len() > ns.len())
+    {
+        return Err(Error::Unsupported);
+    }
+    Ok(())
+}
+
+impl Fs {
+    fn load_xattrs(&mut self, ino: Ino) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let i = self.get(ino)?;
+        Ok(parse(&blob::read(&mut self.store, &i.xattr, i.xattr_len)?))
+    }
+
+    fn save_xattrs(&mut self, ino: Ino, all: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let b = encode(all);
+        if b.len() > MAX_BLOB {
+            return Err(Error::NoSpace);
+        }
+        let mut i = self.get(ino)?;
+        blob::write(&mut self.store, &mut i.xattr, &b)?;
+        i.xattr_len = b.len() as u64;
+        i.ctime = Time::now();
+        self.put(ino, &i)
+    }
+
+    /// Sets attribute `name` (flags: XATTR_CREATE, XATTR_REPLACE).
+    pub fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        check_name(name)?;
+        let i = self.get(ino)?;
+        if name.starts_with(b"user.") && !i.is_file() && !i.is_dir() {
+            return Err(Error::NotPermitted);
+        }
+        let mut all = self.load_xattrs(ino)?;
+        let pos = all.iter().position(|(n, _)| n == name);
+        match (pos, flags & (XATTR_CREATE | XATTR_REPLACE)) {
+            (Some(_), XATTR_CREATE) => return Err(Error::Exists),
+            (None, XATTR_REPLACE) => return Err(Error::NoAttr),
+            (Some(p), _) => all[p].1 = value.to_vec(),
+            (None, _) => all.push((name.to_vec(), value.to_vec())),
+        }
+        self.save_xattrs(ino, &all)
+    }
+
+    /// The value of attribute `name`.
+    pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        check_name(name).map_err(|e| match e {
+            Error::Unsupported => Error::NoAttr,
+            e => e,
+        })?;
+        let all = self.load_xattrs(ino)?;
+        all.into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or(Error::NoAttr)
+    }
+
+    /// Every attribute name, each followed by a NUL byte.
+    pub fn listxattr(&mut self, ino: Ino) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for (n, _) in self.load_xattrs(ino)? {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Removes attribute `name`.
+    pub fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
+        check_name(name).map_err(|e| match e {
+            Error::Unsupported => Error::NoAttr,
+            e => e,
+        })?;
+        let mut all = self.load_xattrs(ino)?;
+        let before = all.len();
+        all.retain(|(n, _)| n != name);
+        if all.len() == before {
+            return Err(Error::NoAttr);
+        }
+        self.save_xattrs(ino, &all)
+    }
+}
