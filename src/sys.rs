@@ -117,3 +117,13 @@ pub fn umount(path: &std::path::Path) -> io::Result<()> {
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     check(unsafe { libc::umount2(c.as_ptr(), 0) })
 }
+
+/// Drops the pages of a shared file mapping from this process's page tables (they stay in
+/// the page cache, dirty ones still to be written back), so the daemon's RSS stays small.
+pub fn drop_resident(map: &MmapMut) -> io::Result<()> {
+    // SAFETY: the mapping is MAP_SHARED over a file: MADV_DONTNEED only unmaps the pages;
+    // later accesses fault them back in from the page cache with the same contents (dirty
+    // data is carried over to the page cache when the PTEs are zapped), so no reference into
+    // the mapping observes a change.
+    unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) }
+}
