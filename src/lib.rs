@@ -12,6 +12,7 @@
 #![deny(clippy::unwrap_used)]
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod error;
 pub mod fuse;

@@ -3,7 +3,7 @@
 //! shared node copies only the path of nodes it touches.
 
 mod map;
-mod node;
+pub mod node;
 
 pub use map::{MapRoot, Payload};
 pub use node::FANOUT;

@@ -20,11 +20,16 @@ impl CrashImage {
     }
 }
 
+/// Every durable image made by a set of crash backends, in sync order: (device id, image).
+/// Cutting the history after entry `k` gives the disks as a crash right then leaves them.
+pub type SyncLog = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
+
 /// Live bytes plus a durable image updated only by `sync`.
 pub struct CrashBackend {
     live: Vec<u8>,
     durable: CrashImage,
     syncs: Arc<Mutex<u64>>,
+    log: Option<(SyncLog, usize)>,
 }
 
 impl CrashBackend {
@@ -35,7 +40,26 @@ impl CrashBackend {
             live: bytes,
             durable,
             syncs: Arc::default(),
+            log: None,
         }
+    }
+
+    /// Also records every durable image in `log`, tagged with device `id`.
+    pub fn logged(bytes: Vec<u8>, log: SyncLog, id: usize) -> Self {
+        let mut b = CrashBackend::new(bytes);
+        b.log = Some((log, id));
+        b
+    }
+
+    /// The image device `id` had after the first `k` entries of `log` (empty if none).
+    pub fn image_at(log: &SyncLog, k: usize, id: usize) -> Vec<u8> {
+        let l = log.lock().unwrap_or_else(PoisonError::into_inner);
+        l[..k.min(l.len())]
+            .iter()
+            .rev()
+            .find(|(d, _)| *d == id)
+            .map(|(_, img)| img.clone())
+            .unwrap_or_default()
     }
 
     /// The handle on the durable image.
@@ -86,6 +110,11 @@ impl Backend for CrashBackend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = self.live.clone();
         *self.syncs.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        if let Some((log, id)) = &self.log {
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((*id, self.live.clone()));
+        }
         Ok(())
     }
 }

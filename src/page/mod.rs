@@ -5,7 +5,7 @@ mod file;
 mod mem;
 mod mmap;
 
-pub use crash::{CrashBackend, CrashImage};
+pub use crash::{CrashBackend, CrashImage, SyncLog};
 pub use file::FileBackend;
 pub use mem::MemBackend;
 pub use mmap::MmapBackend;

@@ -82,6 +82,9 @@ impl Store {
         }
         if rc > 1 {
             self.set_refcount(p, rc - 1)?;
+            if rc == 2 {
+                self.shrunk.insert(p);
+            }
             return Ok(false);
         }
         self.set_refcount(p, RC_PENDING)?;
@@ -180,12 +183,14 @@ impl Store {
     /// Writes `data` at `off` of data page `old` the copy-on-write way and returns the page
     /// that now holds the result (the caller's reference on `old` is consumed):
     /// `old` itself when it has one reference (in place), else a fresh page holding a copy
-    /// of `old` (zeros for the zero page) with `data` laid over it.
+    /// of `old` (zeros for the zero page) with `data` laid over it. A page whose count fell
+    /// to 1 since the last commit is copied too: that commit may still share it, and an
+    /// in-place write would show up in the other file after a crash.
     pub fn write_cow(&mut self, old: PageNo, off: usize, data: &[u8]) -> Result<PageNo> {
         if off + data.len() > PAGE_SIZE {
             return Err(Error::Invalid("write crosses a page boundary"));
         }
-        if !old.is_zero() && self.refcount(old)? == 1 {
+        if !old.is_zero() && self.refcount(old)? == 1 && !self.shrunk.contains(&old) {
             self.write_data(old, off, data)?;
             self.counters.in_place_writes += 1;
             return Ok(old);

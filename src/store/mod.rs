@@ -43,6 +43,9 @@ pub struct Store {
     dirty: HashMap<PageNo, Box<PageBuf>>,
     verified: HashSet<PageNo>,
     pending: Vec<PageNo>,
+    /// Pages whose count fell to 1 in the open transaction: the last commit may still see
+    /// them shared, so they must not be written in place until the next commit.
+    shrunk: HashSet<PageNo>,
     data_dirty: bool,
     counters: Counters,
 }
@@ -104,6 +107,7 @@ impl Store {
             dirty: HashMap::new(),
             verified: HashSet::new(),
             pending: Vec::new(),
+            shrunk: HashSet::new(),
             data_dirty: false,
             counters: Counters::default(),
         }
@@ -199,6 +203,7 @@ impl Store {
             self.verified.insert(p);
         }
         self.data_dirty = false;
+        self.shrunk.clear();
         self.counters.commits += 1;
         log::debug!("commit {} done", self.sb.seq);
         Ok(())

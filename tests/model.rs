@@ -1,0 +1,233 @@
+//! Model-based test: random sequences of write / truncate / punch / copy_range (page
+//! sharing) / fsync / clean reopen / crash, applied to cowfs and to an in-memory reference.
+//! After every reopen and at the end, every byte of every file must match the reference
+//! (after a crash: the reference as of the last fsync), and the recomputed reference counts
+//! must match the stored ones.
+
+use cowfs::check::check;
+use cowfs::ids::Ino;
+use cowfs::ns::{Ctx, Fs};
+use cowfs::page::{CrashBackend, CrashImage};
+use cowfs::store::Store;
+use proptest::prelude::*;
+
+const FILES: usize = 3;
+const PS: u64 = 4096;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        f: usize,
+        off: u64,
+        len: usize,
+        seed: u8,
+    },
+    Truncate {
+        f: usize,
+        size: u64,
+    },
+    Punch {
+        f: usize,
+        off: u64,
+        len: u64,
+    },
+    Copy {
+        src: usize,
+        dst: usize,
+        src_off: u64,
+        dst_off: u64,
+        len: u64,
+    },
+    Fsync,
+    Reopen,
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let f = 0..FILES;
+    let pageish = prop_oneof![0u64..70, (0u64..70).prop_map(|p| p * PS)];
+    prop_oneof![
+        6 => (f.clone(), 0u64..300_000, 1usize..20_000, any::<u8>())
+            .prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
+        2 => (f.clone(), 0u64..300_000).prop_map(|(f, size)| Op::Truncate { f, size }),
+        2 => (f.clone(), 0u64..300_000, 1u64..60_000).prop_map(|(f, off, len)| Op::Punch { f, off, len }),
+        3 => (f.clone(), f.clone(), pageish.clone(), pageish, 1u64..120_000)
+            .prop_map(|(src, dst, a, b, len)| Op::Copy { src, dst, src_off: a, dst_off: b, len }),
+        2 => Just(Op::Fsync),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
+    ]
+}
+
+struct Rig {
+    fs: Option<Fs>,
+    dev: CrashImage,
+    jnl: CrashImage,
+    inos: Vec<Ino>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dev = CrashBackend::new(Vec::new());
+        let jnl = CrashBackend::new(Vec::new());
+        let (di, ji) = (dev.image(), jnl.image());
+        let store = Store::create(Box::new(dev), Box::new(jnl)).expect("create");
+        let mut fs = Fs::new(store, None).expect("fs");
+        let mut inos = Vec::new();
+        for i in 0..FILES {
+            let name = format!("f{i}");
+            let (ino, _) = fs
+                .mknod(
+                    Ctx::ROOT,
+                    Ino::ROOT,
+                    name.as_bytes(),
+                    libc::S_IFREG | 0o644,
+                    0,
+                )
+                .expect("mknod");
+            inos.push(ino);
+        }
+        fs.sync().expect("sync");
+        Rig {
+            fs: Some(fs),
+            dev: di,
+            jnl: ji,
+            inos,
+        }
+    }
+
+    fn fs(&mut self) -> &mut Fs {
+        self.fs.as_mut().expect("mounted")
+    }
+
+    fn reopen(&mut self, clean: bool) {
+        let mut fs = self.fs.take().expect("mounted");
+        if clean {
+            fs.close().expect("close");
+        }
+        drop(fs);
+        let dev = CrashBackend::new(self.dev.durable());
+        let jnl = CrashBackend::new(self.jnl.durable());
+        self.dev = dev.image();
+        self.jnl = jnl.image();
+        let store = Store::open(Box::new(dev), Box::new(jnl)).expect("reopen");
+        self.fs = Some(Fs::new(store, None).expect("fs"));
+    }
+
+    fn verify(&mut self, model: &[Vec<u8>]) {
+        for (k, want) in model.iter().enumerate() {
+            let ino = self.inos[k];
+            let fs = self.fs();
+            let got = fs.read(ino, 0, (want.len() + 10) as u32).expect("read");
+            assert_eq!(got.len(), want.len(), "file {k} size");
+            assert!(got == *want, "file {k} content differs");
+            let attr = fs.getattr(ino).expect("getattr");
+            assert_eq!(attr.size, want.len() as u64);
+        }
+        self.fs().sync().expect("sync");
+        let rep = check(self.fs().store()).expect("check");
+        assert!(rep.problems.is_empty(), "fsck: {:?}", rep.problems);
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i * 7 + i / 4096) as u8) | 1)
+        .collect()
+}
+
+fn apply(rig: &mut Rig, model: &mut [Vec<u8>], synced: &mut Vec<Vec<u8>>, op: &Op) {
+    match *op {
+        Op::Write { f, off, len, seed } => {
+            let data = pattern(seed, len);
+            let ino = rig.inos[f];
+            let n = rig.fs().write(ino, off, &data).expect("write");
+            assert_eq!(n, len);
+            let m = &mut model[f];
+            let end = off as usize + len;
+            if m.len() < end {
+                m.resize(end, 0);
+            }
+            m[off as usize..end].copy_from_slice(&data);
+        }
+        Op::Truncate { f, size } => {
+            let a = cowfs::ns::SetAttr {
+                size: Some(size),
+                ..Default::default()
+            };
+            let ino = rig.inos[f];
+            rig.fs().setattr(Ctx::ROOT, ino, &a).expect("truncate");
+            model[f].resize(size as usize, 0);
+        }
+        Op::Punch { f, off, len } => {
+            let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            let ino = rig.inos[f];
+            rig.fs().fallocate(ino, off, len, mode).expect("punch");
+            let m = &mut model[f];
+            let end = ((off + len) as usize).min(m.len());
+            if (off as usize) < end {
+                m[off as usize..end].fill(0);
+            }
+        }
+        Op::Copy {
+            src,
+            dst,
+            src_off,
+            dst_off,
+            len,
+        } => {
+            let (si, di) = (rig.inos[src], rig.inos[dst]);
+            let slen = model[src].len() as u64;
+            let n = len.min(slen.saturating_sub(src_off));
+            let overlap = src == dst && n > 0 && src_off < dst_off + n && dst_off < src_off + n;
+            let r = rig.fs().copy_range(si, src_off, di, dst_off, len);
+            if overlap {
+                assert!(r.is_err(), "overlapping copy must fail");
+                return;
+            }
+            let copied = r.expect("copy");
+            assert_eq!(copied, n);
+            if n == 0 {
+                return;
+            }
+            let data = model[src][src_off as usize..(src_off + n) as usize].to_vec();
+            let m = &mut model[dst];
+            let end = (dst_off + n) as usize;
+            if m.len() < end {
+                m.resize(end, 0);
+            }
+            m[dst_off as usize..end].copy_from_slice(&data);
+        }
+        Op::Fsync => {
+            rig.fs().sync().expect("fsync");
+            *synced = model.to_vec();
+        }
+        Op::Reopen => {
+            rig.reopen(true);
+            *synced = model.to_vec();
+            rig.verify(model);
+        }
+        Op::Crash => {
+            rig.reopen(false);
+            model.clone_from_slice(synced);
+            rig.verify(model);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cowfs_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut rig = Rig::new();
+        let mut model = vec![Vec::new(); FILES];
+        let mut synced = model.clone();
+        for op in &ops {
+            apply(&mut rig, &mut model, &mut synced, op);
+        }
+        rig.verify(&model);
+        rig.reopen(true);
+        rig.verify(&model);
+    }
+}
