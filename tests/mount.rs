@@ -198,6 +198,7 @@ fn posix_errors_and_unlinked_open_file() {
     // An unlinked file lives while it is open.
     let mut fh = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(m.path("gone"))
@@ -220,6 +221,7 @@ fn holes_blocks_seek_and_copy_file_range_shares_pages() {
     let m = Mount::new();
     let f = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(m.path("sparse"))
@@ -243,6 +245,7 @@ fn holes_blocks_seek_and_copy_file_range_shares_pages() {
     // A page-aligned copy_file_range shares pages: 64 MiB copied, almost nothing allocated.
     let src = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(m.path("src"))
@@ -252,6 +255,7 @@ fn holes_blocks_seek_and_copy_file_range_shares_pages() {
     src.sync_all().expect("fsync");
     let dst = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(m.path("dst"))
@@ -311,6 +315,7 @@ fn data_survives_remount_and_kill_9() {
     // fsync'd data survives kill -9.
     let f = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .write(true)
         .open(m.path("synced"))
         .expect("open");
