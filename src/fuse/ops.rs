@@ -85,6 +85,10 @@ impl fuser::Filesystem for CowFuse {
         entry(reply, r);
     }
 
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        let _ = self.call("forget", |fs| fs.forget(ino(i), nlookup));
+    }
+
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = self.call("getattr", |fs| {
             let inode = fs.getattr(ino(i))?;

@@ -74,6 +74,8 @@ pub struct Fs {
     handles: HashMap<Fh, Handle>,
     next_fh: u64,
     open: HashMap<Ino, u32>,
+    /// Kernel references per inode (FUSE lookup counts), dropped by `forget`.
+    lookups: HashMap<Ino, u64>,
     host_dir: Option<PathBuf>,
 }
 
@@ -91,6 +93,7 @@ impl Fs {
             handles: HashMap::new(),
             next_fh: 1,
             open: HashMap::new(),
+            lookups: HashMap::new(),
             host_dir,
         };
         if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
@@ -240,18 +243,48 @@ impl Fs {
         *n -= 1;
         if *n == 0 {
             self.open.remove(&h.ino);
-            if let Ok(i) = self.get(h.ino)
-                && i.nlink == 0
-            {
-                self.unorphan(h.ino)?;
-                self.free_inode(h.ino, i)?;
-            }
+            self.free_if_unused(h.ino)?;
         }
         Ok(())
     }
 
-    pub(super) fn is_open(&self, ino: Ino) -> bool {
-        self.open.contains_key(&ino)
+    /// Counts one more kernel reference to `ino` (every entry handed to the kernel).
+    pub(super) fn remember(&mut self, ino: Ino) {
+        if ino != Ino::ROOT {
+            *self.lookups.entry(ino).or_insert(0) += 1;
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`; frees it if it was unlinked and unused.
+    pub fn forget(&mut self, ino: Ino, n: u64) -> Result<()> {
+        let Some(c) = self.lookups.get_mut(&ino) else {
+            return Ok(());
+        };
+        *c = c.saturating_sub(n);
+        if *c == 0 {
+            self.lookups.remove(&ino);
+            self.free_if_unused(ino)?;
+        }
+        Ok(())
+    }
+
+    fn free_if_unused(&mut self, ino: Ino) -> Result<()> {
+        if self.is_in_use(ino) {
+            return Ok(());
+        }
+        if let Ok(i) = self.get(ino)
+            && i.nlink == 0
+            && !i.is_dir()
+        {
+            self.unorphan(ino)?;
+            self.free_inode(ino, i)?;
+        }
+        Ok(())
+    }
+
+    /// True while a handle is open on `ino` or the kernel still references it.
+    pub(super) fn is_in_use(&self, ino: Ino) -> bool {
+        self.open.contains_key(&ino) || self.lookups.contains_key(&ino)
     }
 
     pub(super) fn orphan(&mut self, ino: Ino) -> Result<()> {

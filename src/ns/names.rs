@@ -94,6 +94,7 @@ impl Fs {
         d.mtime = now;
         d.ctime = now;
         self.put(parent, &d)?;
+        self.remember(ino);
         Ok((ino, inode))
     }
 
@@ -149,6 +150,7 @@ impl Fs {
         i.nlink += 1;
         i.ctime = now;
         self.put(ino, &i)?;
+        self.remember(ino);
         Ok(i)
     }
 
@@ -164,7 +166,7 @@ impl Fs {
         if i.nlink > 0 {
             return self.put(ino, &i);
         }
-        if self.is_open(ino) {
+        if self.is_in_use(ino) && !i.is_dir() {
             self.put(ino, &i)?;
             return self.orphan(ino);
         }
