@@ -141,8 +141,10 @@ impl Store {
         })
     }
 
+    /// Groups to add when the store is full: a quarter of its size, between 64 MiB and
+    /// 4 GiB, so a growing store remaps and fallocates rarely.
     fn grow_step(&self) -> u64 {
-        (self.sb.groups / 8).clamp(1, 256)
+        (self.sb.groups / 4).clamp(16, 1024)
     }
 
     /// Adds `n` groups at the end of the store file.
