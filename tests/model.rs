@@ -47,12 +47,15 @@ fn op() -> impl Strategy<Value = Op> {
     let f = 0..FILES;
     let pageish = prop_oneof![0u64..70, (0u64..70).prop_map(|p| p * PS)];
     prop_oneof![
-        6 => (f.clone(), 0u64..300_000, 1usize..20_000, any::<u8>())
+        6 => (f.clone(), 0u64..3_000_000, 1usize..20_000, any::<u8>())
             .prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
         2 => (f.clone(), 0u64..300_000).prop_map(|(f, size)| Op::Truncate { f, size }),
         2 => (f.clone(), 0u64..300_000, 1u64..60_000).prop_map(|(f, off, len)| Op::Punch { f, off, len }),
-        3 => (f.clone(), f.clone(), pageish.clone(), pageish, 1u64..120_000)
+        3 => (f.clone(), f.clone(), pageish.clone(), pageish.clone(), 1u64..120_000)
             .prop_map(|(src, dst, a, b, len)| Op::Copy { src, dst, src_off: a, dst_off: b, len }),
+        // Same offsets on both sides: whole subtrees are grafted.
+        3 => (f.clone(), f.clone(), pageish, 1u64..3_000_000)
+            .prop_map(|(src, dst, a, len)| Op::Copy { src, dst, src_off: a, dst_off: a, len }),
         2 => Just(Op::Fsync),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),

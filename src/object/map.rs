@@ -262,6 +262,11 @@ impl MapRoot {
         dst: u64,
         n: u64,
     ) -> Result<()> {
+        if let Some(m) = from
+            && src == dst
+        {
+            return self.graft(s, m, src, src.saturating_add(n));
+        }
         for i in 0..n {
             let e = match from {
                 Some(m) => m.get(s, src + i)?,
@@ -274,6 +279,34 @@ impl MapRoot {
             s.incref(e)?;
             self.set(s, dst + i, e)?;
         }
+        Ok(())
+    }
+
+    /// Makes indices `a..b` of this map share `from`'s entries at the same indices, sharing
+    /// whole subtrees (one reference each) wherever the range covers them: cost grows with
+    /// the tree's depth and the range's ragged edges, not with the pages shared.
+    pub fn graft(&mut self, s: &mut Store, from: &MapRoot, a: u64, b: u64) -> Result<()> {
+        let b = b.min(capacity(MAX_DEPTH));
+        if a >= b {
+            return Ok(());
+        }
+        if from.depth == 0 {
+            return self.clear_range(s, a, b);
+        }
+        if a == 0 && b >= from.capacity() && self.depth == 0 {
+            *self = from.share(s)?;
+            return Ok(());
+        }
+        let top = b.max(from.capacity()) - 1;
+        self.grow_to(s, top)?;
+        let root = exclusive(s, self.node, self.depth - 1)?;
+        self.node = root;
+        let src = if self.depth == from.depth {
+            Src::Node(from.node)
+        } else {
+            Src::Above(*from)
+        };
+        graft_node(s, root, src, self.depth - 1, 0, a, b)?;
         Ok(())
     }
 
@@ -313,6 +346,79 @@ fn walk_node(s: &mut Store, p: PageNo, level: u8, f: &mut dyn FnMut(PageNo, i32)
         }
     }
     Ok(())
+}
+
+/// The source side of a graft at some level: a real node (or a hole), or a level above the
+/// source tree's root, where only slot 0 leads to it.
+#[derive(Clone, Copy)]
+enum Src {
+    Node(PageNo),
+    Above(MapRoot),
+}
+
+impl Src {
+    fn child(self, s: &mut Store, level: u8, slot: usize) -> Result<Src> {
+        match self {
+            Src::Node(p) if p.is_zero() => Ok(Src::Node(p)),
+            Src::Node(p) => Ok(Src::Node(read_entry(s, p, slot)?)),
+            Src::Above(_) if slot != 0 => Ok(Src::Node(PageNo::ZERO)),
+            Src::Above(m) if level == m.depth => Ok(Src::Node(m.node)),
+            above => Ok(above),
+        }
+    }
+}
+
+/// Grafts `src` into exclusive node `q` at `level` covering indices from `base`, for the
+/// part inside `a..b`. Returns the change in `q`'s population.
+fn graft_node(
+    s: &mut Store,
+    q: PageNo,
+    src: Src,
+    level: u8,
+    base: u64,
+    a: u64,
+    b: u64,
+) -> Result<i64> {
+    let sp = span(level);
+    let mut delta = 0i64;
+    for sl in slots_in(level, base, a, b) {
+        let cs = base + sl as u64 * sp;
+        let sc = src.child(s, level, sl)?;
+        let old = read_entry(s, q, sl)?;
+        let whole = a <= cs && cs + sp <= b;
+        match sc {
+            Src::Node(new) if whole || level == 0 => {
+                if new == old {
+                    continue;
+                }
+                s.incref(new)?;
+                let (pn, po) = if level == 0 {
+                    (i64::from(!new.is_zero()), i64::from(!old.is_zero()))
+                } else {
+                    (
+                        node_population(s, new)? as i64,
+                        node_population(s, old)? as i64,
+                    )
+                };
+                if level == 0 {
+                    s.decref(old)?;
+                } else {
+                    drop_node(s, old, level - 1)?;
+                }
+                write_entry(s, q, sl, new)?;
+                delta += pn - po;
+            }
+            _ => {
+                let c = exclusive(s, old, level - 1)?;
+                if c != old {
+                    write_entry(s, q, sl, c)?;
+                }
+                delta += graft_node(s, c, sc, level - 1, cs, a, b)?;
+            }
+        }
+    }
+    add_population(s, q, delta)?;
+    Ok(delta)
 }
 
 /// The slots of a node at `level` starting at `base` that overlap `a..b`.

@@ -100,3 +100,69 @@ fn clone_range_shares_pages() {
     a.clone_range(&mut s, None, 0, 20, 3).expect("clone");
     assert_eq!(read(&mut s, &a, 21), 2);
 }
+
+#[test]
+fn graft_shares_whole_subtrees_and_matches_per_page_clone() {
+    let mut s = store();
+    let mut a = MapRoot::EMPTY;
+    for i in (0..3000).chain(300_000..300_010) {
+        a.write_data(&mut s, i, 0, &[(i % 250) as u8 + 1])
+            .expect("w");
+    }
+    // Whole map into an empty one: the root is shared.
+    let allocs = s.counters().allocs;
+    let mut b = MapRoot::EMPTY;
+    b.graft(&mut s, &a, 0, a.capacity()).expect("graft");
+    assert_eq!(b.node, a.node);
+    assert_eq!(s.counters().allocs, allocs);
+    // A ragged range into a map that has data of its own.
+    let mut c = MapRoot::EMPTY;
+    for i in 0..5 {
+        c.write_data(&mut s, i * 700, 0, &[200]).expect("w");
+    }
+    let allocs = s.counters().allocs;
+    c.graft(&mut s, &a, 7, 2900).expect("graft");
+    assert!(
+        s.counters().allocs - allocs < 10,
+        "only edge nodes are allocated"
+    );
+    for i in [0u64, 6, 7, 500, 509, 510, 1019, 1020, 2899, 2900, 2100] {
+        let want = if (7..2900).contains(&i) {
+            (i % 250) as u8 + 1
+        } else if i % 700 == 0 && i < 3500 {
+            200
+        } else {
+            0
+        };
+        assert_eq!(read(&mut s, &c, i), want, "index {i}");
+    }
+    assert_eq!(
+        c.population(&mut s).expect("pop"),
+        2893 + 1,
+        "own page 0 plus the graft"
+    );
+    // Writing the graft leaves the source alone.
+    c.write_data(&mut s, 1000, 0, &[77]).expect("w");
+    assert_eq!(read(&mut s, &a, 1000), (1000 % 250) as u8 + 1);
+    // Grafting from a smaller tree into a deeper one.
+    let mut d = MapRoot::EMPTY;
+    d.write_data(&mut s, 400_000, 0, &[9]).expect("w");
+    let mut small = MapRoot::EMPTY;
+    for i in 0..600 {
+        small.write_data(&mut s, i, 0, &[3]).expect("w");
+    }
+    d.graft(&mut s, &small, 0, 600).expect("graft");
+    assert_eq!(read(&mut s, &d, 599), 3);
+    assert_eq!(read(&mut s, &d, 400_000), 9);
+    assert_eq!(d.population(&mut s).expect("pop"), 601);
+    for m in [&mut a, &mut b, &mut c, &mut d, &mut small] {
+        m.free(&mut s).expect("free");
+    }
+    s.commit().expect("commit");
+    let reserved = s.superblock().groups + 1;
+    assert_eq!(
+        s.superblock().free_pages,
+        s.total_pages() - reserved,
+        "nothing leaked"
+    );
+}
