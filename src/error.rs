@@ -47,6 +47,12 @@ pub enum Error {
     BadHandle,
     /// lseek past the end, or no data/hole there (ENXIO).
     NoSuchOffset,
+    /// A commit failed half way; the store refuses changes until it is reopened.
+    Failed,
+    /// An ioctl cowfs does not know (ENOTTY).
+    UnknownIoctl,
+    /// A bug: an internal error such as a caught panic (EIO).
+    Internal,
 }
 
 /// Result with the crate's error.
@@ -77,6 +83,8 @@ impl Error {
             Error::BadStore(_) => libc::EINVAL,
             Error::BadHandle => libc::EBADF,
             Error::NoSuchOffset => libc::ENXIO,
+            Error::Failed | Error::Internal => libc::EIO,
+            Error::UnknownIoctl => libc::ENOTTY,
         }
     }
 
@@ -96,6 +104,8 @@ impl fmt::Display for Error {
             Error::Invalid(why) => write!(f, "invalid argument: {why}"),
             Error::Corrupt { page, what } => write!(f, "corrupt page {page}: {what}"),
             Error::BadStore(why) => write!(f, "{why}"),
+            Error::Failed => write!(f, "a commit failed: the store is read-only until remounted"),
+            Error::Internal => write!(f, "internal error"),
             other => {
                 let e = std::io::Error::from_raw_os_error(other.errno());
                 write!(f, "{e}")

@@ -7,7 +7,9 @@
 //! ns        POSIX namespace: inodes, directories, xattrs, open handles
 //! object    copy-on-write maps: a radix tree of pages, shared by refcount
 //! store     refcounted page store: groups, allocator, metadata cache, journal commits
-//! page      bytes <-> pages: the Backend trait, mmap (the only unsafe), file, memory, crash
+//! page      bytes <-> pages: the Backend trait, mmap, file, memory, crash backends
+//! sys       every `unsafe` block (mmap, madvise, flock, fallocate, umount, signals)
+//! check     recomputes reference and link counts (fsck's core)
 //! ```
 #![deny(clippy::unwrap_used)]
 #![deny(unsafe_code)]

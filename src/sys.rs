@@ -43,24 +43,6 @@ pub fn umount_lazy(path: &std::path::Path) -> io::Result<()> {
     check(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })
 }
 
-/// Starts a new session so the daemon outlives its terminal.
-pub fn setsid() {
-    // SAFETY: no arguments; failure (already a group leader) is harmless.
-    unsafe {
-        libc::setsid();
-    }
-}
-
-/// The process's umask (read by setting and restoring it).
-pub fn umask() -> u32 {
-    // SAFETY: umask cannot fail; we restore the value at once.
-    unsafe {
-        let m = libc::umask(0o022);
-        libc::umask(m);
-        m
-    }
-}
-
 /// Effective uid of this process.
 pub fn geteuid() -> u32 {
     // SAFETY: cannot fail, no arguments.

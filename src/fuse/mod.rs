@@ -42,7 +42,9 @@ impl CowFuse {
     ) -> std::result::Result<T, Errno> {
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut fs = lock(&self.fs);
+            fs.begin_op();
             let r = f(&mut fs);
+            fs.end_op(r.is_ok());
             if r.is_ok()
                 && let Err(e) = fs.commit_if_over(COMMIT_BYTES)
             {
@@ -61,7 +63,9 @@ impl CowFuse {
             }
             Err(_) => {
                 log::error!("{what}: internal error (panic caught); answering EIO");
-                Err(Errno::EIO)
+                let mut fs = lock(&self.fs);
+                fs.end_op(false);
+                Err(Errno::from_i32(Error::Internal.errno()))
             }
         }
     }

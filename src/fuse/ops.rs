@@ -49,7 +49,9 @@ fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
 fn xattr_reply(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) if v.len() > size as usize => {
+            reply.error(Errno::from_i32(crate::Error::Range.errno()))
+        }
         Ok(v) => reply.data(&v),
         Err(e) => reply.error(e),
     }
@@ -469,7 +471,7 @@ impl fuser::Filesystem for CowFuse {
         reply: ReplyIoctl,
     ) {
         log::debug!("ioctl {cmd:#x} not supported");
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        reply.error(Errno::from_i32(crate::Error::UnknownIoctl.errno()));
     }
 
     fn fallocate(

@@ -153,12 +153,12 @@ impl Fs {
             FALLOC_FL_ZERO_RANGE => self.punch(&mut i, off, inside)?,
             _ => return Err(Error::Unsupported),
         }
+        let now = Time::now();
+        if mode != 0 || (!keep && end > i.size) {
+            i.mtime = now;
+        }
         if !keep && end > i.size {
             i.size = end;
-        }
-        let now = Time::now();
-        if mode != 0 || end > i.size {
-            i.mtime = now;
         }
         i.ctime = now;
         self.put(ino, &i)

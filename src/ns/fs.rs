@@ -312,6 +312,20 @@ impl Fs {
         itable::remove(&mut self.store, ino)
     }
 
+    /// Starts an all-or-nothing operation (see `Store::begin_op`).
+    pub fn begin_op(&mut self) {
+        self.store.begin_op();
+    }
+
+    /// Ends an operation: keep its changes if it succeeded, undo them if not.
+    pub fn end_op(&mut self, ok: bool) {
+        if ok {
+            self.store.end_op();
+        } else {
+            self.store.rollback_op();
+        }
+    }
+
     /// Makes everything so far durable.
     pub fn sync(&mut self) -> Result<()> {
         self.store.commit()

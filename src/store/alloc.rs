@@ -83,7 +83,7 @@ impl Store {
         if rc > 1 {
             self.set_refcount(p, rc - 1)?;
             if rc == 2 {
-                self.shrunk.insert(p);
+                self.note_shrunk(p);
             }
             return Ok(false);
         }
@@ -106,6 +106,7 @@ impl Store {
 
     /// Allocates one page with a count of 1. Its content is undefined until written.
     pub fn alloc(&mut self) -> Result<PageNo> {
+        self.check_writable()?;
         if self.sb.free_pages == 0 {
             self.grow(self.grow_step())?;
         }
@@ -143,6 +144,22 @@ impl Store {
 
     /// Groups to add when the store is full: a quarter of its size, between 64 MiB and
     /// 4 GiB, so a growing store remaps and fallocates rarely.
+    /// Pages kept back from data writes so that deleting (which needs a few metadata pages)
+    /// always works on a full store: 1% of the store, between 1 MiB and 32 MiB.
+    fn reserve(&self) -> u64 {
+        (self.total_pages() / 100).clamp(256, 8192)
+    }
+
+    /// Allocates a page for file data: refused with ENOSPC once only the reserve is left
+    /// and the store cannot grow.
+    pub fn alloc_data(&mut self) -> Result<PageNo> {
+        self.check_writable()?;
+        if self.sb.free_pages <= self.reserve() {
+            self.grow(self.grow_step())?;
+        }
+        self.alloc()
+    }
+
     fn grow_step(&self) -> u64 {
         (self.sb.groups / 4).clamp(16, 1024)
     }
@@ -176,6 +193,7 @@ impl Store {
             }
             put32(&mut b[..], OFF_FREE, free);
             self.sb.free_pages += free as u64;
+            self.note_undo(h);
             self.dirty.insert(h, b);
         }
         log::debug!("store grew to {} groups", self.sb.groups);
@@ -197,7 +215,7 @@ impl Store {
             self.counters.in_place_writes += 1;
             return Ok(old);
         }
-        let q = self.alloc()?;
+        let q = self.alloc_data()?;
         let mut buf = [0u8; PAGE_SIZE];
         if !old.is_zero() && data.len() < PAGE_SIZE {
             self.read_data(old, 0, &mut buf)?;

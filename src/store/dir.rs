@@ -51,10 +51,22 @@ fn lock(file: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// True when `path` is missing or an empty directory: a place where a store may be made.
+/// Files a crash during `mkfs` may leave behind; a directory holding only these is blank.
+const LEFTOVERS: [&str; 3] = [".pages.new", JOURNAL_FILE, "daemon.log"];
+
+/// True when `path` is missing or an empty directory (but for what an interrupted `mkfs`
+/// leaves): a place where a store may be made.
 pub fn is_blank(path: &Path) -> Result<bool> {
     match std::fs::read_dir(path) {
-        Ok(mut it) => Ok(it.next().is_none()),
+        Ok(it) => {
+            for e in it {
+                let name = e?.file_name();
+                if !LEFTOVERS.iter().any(|l| name.as_os_str() == *l) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Err(bad(path, "not a directory")),
         Err(e) => Err(e.into()),

@@ -75,12 +75,17 @@ impl Journal {
             return Ok(None);
         }
         let seq = get64(&head, 8);
-        let n = get64(&head, 16) as usize;
-        let idx = index_pages(n);
-        if (1 + idx + n as u64) * PS > self.dev.len() {
+        let n = get64(&head, 16);
+        let too_big = n
+            .checked_add(index_pages(n.min(usize::MAX as u64) as usize) + 1)
+            .and_then(|pages| pages.checked_mul(PS))
+            .is_none_or(|bytes| bytes > self.dev.len());
+        if too_big {
             log::warn!("journal record {seq} is cut short; ignoring it");
             return Ok(None);
         }
+        let n = n as usize;
+        let idx = index_pages(n);
         let mut crc = crc32fast::Hasher::new();
         let mut index = vec![0u8; (idx * PS) as usize];
         self.dev.read(PS, &mut index)?;

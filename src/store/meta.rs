@@ -30,6 +30,8 @@ impl Store {
 
     /// A writable copy of a metadata page in the dirty cache; committed with the next commit.
     pub fn meta_mut(&mut self, p: PageNo, kind: Kind) -> Result<&mut PageBuf> {
+        self.check_writable()?;
+        self.note_undo(p);
         if !self.dirty.contains_key(&p) {
             let mut b = Box::new([0u8; PAGE_SIZE]);
             self.with_meta(p, kind, |v| b.copy_from_slice(v))?;
@@ -46,6 +48,7 @@ impl Store {
         let p = self.alloc()?;
         let mut b = Box::new([0u8; PAGE_SIZE]);
         layout::init_meta(&mut b[..], kind);
+        self.note_undo(p);
         self.dirty.insert(p, b);
         Ok(p)
     }
@@ -55,6 +58,7 @@ impl Store {
         let mut b = Box::new([0u8; PAGE_SIZE]);
         self.with_meta(p, kind, |v| b.copy_from_slice(v))?;
         let q = self.alloc()?;
+        self.note_undo(q);
         self.dirty.insert(q, b);
         self.counters.cow_copies += 1;
         self.sb.cow_copies += 1;
@@ -63,6 +67,7 @@ impl Store {
 
     /// Forgets cached state of a page that was just freed.
     pub(super) fn forget_page(&mut self, p: PageNo) {
+        self.note_undo(p);
         self.dirty.remove(&p);
         self.verified.remove(&p);
     }

@@ -35,6 +35,15 @@ pub struct Counters {
     pub commits: u64,
 }
 
+/// What an operation changed, to put back if it fails half way (see `begin_op`).
+struct Undo {
+    /// Each dirty page touched: its dirty content before the operation (`None`: not dirty).
+    pages: HashMap<PageNo, Option<Box<PageBuf>>>,
+    sb: Superblock,
+    pending_len: usize,
+    shrunk_added: Vec<PageNo>,
+}
+
 /// The page store. Not thread-safe by itself: the namespace holds it under one lock.
 pub struct Store {
     dev: Box<dyn Backend>,
@@ -48,6 +57,11 @@ pub struct Store {
     shrunk: HashSet<PageNo>,
     data_dirty: bool,
     counters: Counters,
+    undo: Option<Undo>,
+    /// Set when a commit failed half way: memory no longer matches the disk, so every
+    /// further change is refused until the store is reopened (recovery then starts from
+    /// the last good commit).
+    failed: bool,
 }
 
 impl Store {
@@ -110,6 +124,8 @@ impl Store {
             shrunk: HashSet::new(),
             data_dirty: false,
             counters: Counters::default(),
+            undo: None,
+            failed: false,
         }
     }
 
@@ -165,6 +181,7 @@ impl Store {
 
     /// Writes bytes into a data page in place (the caller made sure it is exclusive).
     pub fn write_data(&mut self, p: PageNo, off: usize, buf: &[u8]) -> Result<()> {
+        self.check_writable()?;
         if p.is_zero() {
             return Err(Error::corrupt(0, "write to the zero page"));
         }
@@ -180,16 +197,94 @@ impl Store {
         Ok(())
     }
 
+    /// Starts an operation: until `end_op`, `rollback_op` can undo every metadata change,
+    /// so an operation that fails half way (ENOSPC, say) leaves no trace.
+    pub fn begin_op(&mut self) {
+        self.undo = Some(Undo {
+            pages: HashMap::new(),
+            sb: self.sb.clone(),
+            pending_len: self.pending.len(),
+            shrunk_added: Vec::new(),
+        });
+    }
+
+    /// Ends an operation, keeping its changes.
+    pub fn end_op(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes the metadata changes of the current operation. Data written into fresh pages
+    /// is simply forgotten with them; data written in place stays (as after a crash).
+    pub fn rollback_op(&mut self) {
+        let Some(u) = self.undo.take() else {
+            return;
+        };
+        for (p, old) in u.pages {
+            self.verified.remove(&p);
+            match old {
+                Some(b) => self.dirty.insert(p, b),
+                None => self.dirty.remove(&p),
+            };
+        }
+        self.sb = u.sb;
+        self.pending.truncate(u.pending_len);
+        for p in u.shrunk_added {
+            self.shrunk.remove(&p);
+        }
+        log::debug!("operation rolled back");
+    }
+
+    /// Records a dirty page's state before the current operation first changes it.
+    pub(super) fn note_undo(&mut self, p: PageNo) {
+        if let Some(u) = self.undo.as_mut() {
+            u.pages
+                .entry(p)
+                .or_insert_with(|| self.dirty.get(&p).cloned());
+        }
+    }
+
+    pub(super) fn note_shrunk(&mut self, p: PageNo) {
+        if self.shrunk.insert(p)
+            && let Some(u) = self.undo.as_mut()
+        {
+            u.shrunk_added.push(p);
+        }
+    }
+
+    /// Refuses changes after a failed commit.
+    pub(super) fn check_writable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Failed);
+        }
+        Ok(())
+    }
+
     /// Makes everything so far durable and atomic: see docs/FORMAT.md, "Commit protocol".
     pub fn commit(&mut self) -> Result<()> {
+        self.check_writable()?;
         if !self.has_changes() {
             return Ok(());
         }
+        let in_op = self.undo.is_some();
+        if let Err(e) = self.commit_steps() {
+            log::error!("commit failed, refusing further changes: {e}");
+            self.failed = true;
+            return Err(e);
+        }
+        if in_op {
+            // What is committed cannot be undone: the operation starts afresh from here.
+            self.begin_op();
+        }
+        Ok(())
+    }
+
+    fn commit_steps(&mut self) -> Result<()> {
         self.release_pending()?;
         self.sb.seq += 1;
         let mut page0 = Box::new([0u8; PAGE_SIZE]);
         self.sb.encode(&mut page0[..]);
         self.dirty.insert(PageNo(0), page0);
+        self.undo = None;
         for (p, buf) in self.dirty.iter_mut() {
             layout::seal(*p, &mut buf[..]);
         }

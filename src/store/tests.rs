@@ -1,5 +1,5 @@
 use super::*;
-use crate::page::{CrashBackend, MemBackend};
+use crate::page::{Backend, CrashBackend, MemBackend};
 
 fn mem_store() -> Store {
     Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new())).expect("create")
@@ -150,4 +150,64 @@ fn max_pages_gives_enospc() {
     };
     assert_eq!(err.errno(), libc::ENOSPC);
     assert_eq!(n, layout::GROUP_PAGES - 2);
+}
+
+#[test]
+fn rollback_undoes_a_failed_operation() {
+    let mut s = mem_store();
+    s.set_max_pages(layout::GROUP_PAGES * 2);
+    let keep = s.alloc_meta(Kind::Blob).expect("meta");
+    s.commit().expect("commit");
+    let before = s.superblock().clone();
+    s.begin_op();
+    s.meta_mut(keep, Kind::Blob).expect("mut")[100] = 9;
+    let mut got = Vec::new();
+    let err = loop {
+        match s.alloc_meta(Kind::Blob) {
+            Ok(p) => got.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.errno(), libc::ENOSPC);
+    assert!(s.decref(keep).expect("decref"));
+    s.rollback_op();
+    assert_eq!(s.superblock(), &before, "allocator state is back");
+    assert_eq!(s.refcount(keep).expect("rc"), 1);
+    assert_eq!(s.with_meta(keep, Kind::Blob, |b| b[100]).expect("read"), 0);
+    assert_eq!(s.refcount(got[0]).expect("rc"), 0);
+    s.commit().expect("commit");
+    assert_eq!(s.superblock().free_pages, before.free_pages);
+}
+
+#[test]
+fn a_failed_commit_refuses_further_changes() {
+    struct FailSync(MemBackend);
+    impl crate::page::Backend for FailSync {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn set_len(&mut self, len: u64) -> Result<()> {
+            self.0.set_len(len)
+        }
+        fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+            self.0.read(off, buf)
+        }
+        fn write(&mut self, off: u64, buf: &[u8]) -> Result<()> {
+            self.0.write(off, buf)
+        }
+        fn sync(&mut self) -> Result<()> {
+            Err(Error::Io(std::io::Error::from_raw_os_error(libc::EIO)))
+        }
+    }
+    let mut s = mem_store();
+    s.close().expect("close");
+    let mut s = Store::assemble(
+        Box::new(FailSync(MemBackend::from_bytes(vec![0; 0]))),
+        Journal::new(Box::new(MemBackend::new())),
+        Superblock::new(),
+    );
+    s.grow(1).expect("grow");
+    assert!(s.commit().is_err());
+    assert!(matches!(s.alloc(), Err(Error::Failed)));
+    assert!(matches!(s.commit(), Err(Error::Failed)));
 }
