@@ -1,5 +1,5 @@
 use super::*;
-use crate::page::{Backend, CrashBackend, MemBackend};
+use crate::page::{CrashBackend, MemBackend};
 
 fn mem_store() -> Store {
     Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new())).expect("create")
