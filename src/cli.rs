@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::fuse::session::{MountOpts, serve};
 use crate::store::open_dir;
+use crate::tools;
 use clap::{Parser, Subcommand};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -45,6 +46,51 @@ pub enum Cmd {
         #[arg(long, default_value_t = 5)]
         commit_interval: u64,
     },
+    /// Clone SRC to DST sharing every page (constant time, no space until written).
+    ///
+    /// Like `cp --reflink=always`, which cannot work on FUSE mounts. If DST is an existing
+    /// directory, the clone goes inside it.
+    Clone {
+        /// Source file (or directory, with -r).
+        src: PathBuf,
+        /// Destination.
+        dst: PathBuf,
+        /// Clone a directory tree (modes, times, xattrs, symlinks and hard links kept;
+        /// owners kept when run as root).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Replace an existing destination file (or empty directory).
+        #[arg(long)]
+        force: bool,
+        /// Clone LEN bytes from SRC_OFF into DST at DST_OFF (page-aligned, as FICLONERANGE;
+        /// LEN 0: to the end of SRC). DST is created if missing.
+        #[arg(long, num_args = 3, value_names = ["SRC_OFF", "DST_OFF", "LEN"])]
+        range: Option<Vec<u64>>,
+    },
+    /// Show allocated, exclusive and shared bytes of files and trees (like btrfs fi du).
+    #[command(disable_help_flag = true)]
+    Du {
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        /// Files or directories on a cowfs mount.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Human-readable sizes.
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show store-wide figures: pages in use and shared, bytes saved, copy-on-write copies.
+    Stats {
+        /// The mount point (or any path on the mount).
+        mountpoint: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unmount a cowfs mount and wait for its daemon to close the store.
     Umount {
         /// The mount point.
@@ -78,6 +124,25 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Umount { mountpoint, lazy } => umount(&mountpoint, lazy),
+        Cmd::Clone {
+            src,
+            dst,
+            recursive,
+            force,
+            range,
+        } => {
+            let range = range.map(|r| (r[0], r[1], r[2]));
+            let args = tools::CloneArgs {
+                range,
+                recursive,
+                force,
+            };
+            tools::clone(&src, &dst, args)
+        }
+        Cmd::Du {
+            paths, human, json, ..
+        } => du(&paths, human, json),
+        Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
     }
 }
 
@@ -285,4 +350,114 @@ fn wait_exit(pid: u32) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn du(paths: &[PathBuf], human: bool, json: bool) -> Result<()> {
+    let fmt = |n: u64| {
+        if human {
+            tools::human(n)
+        } else {
+            n.to_string()
+        }
+    };
+    let mut rows = Vec::new();
+    for p in paths {
+        rows.push((p.clone(), tools::space(p)?));
+    }
+    if json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(p, s)| {
+                format!(
+                    "{{\"path\":{:?},\"files\":{},\"logical\":{},\"total\":{},\"exclusive\":{},\"shared\":{}}}",
+                    p.display().to_string(),
+                    s.files,
+                    s.logical,
+                    s.allocated,
+                    s.exclusive,
+                    s.shared
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(","));
+        return Ok(());
+    }
+    println!(
+        "{:>12} {:>12} {:>12}  Filename",
+        "Total", "Exclusive", "Set shared"
+    );
+    for (p, s) in &rows {
+        println!(
+            "{:>12} {:>12} {:>12}  {}",
+            fmt(s.allocated),
+            fmt(s.exclusive),
+            fmt(s.shared),
+            p.display()
+        );
+    }
+    if rows.len() > 1 {
+        let t = |f: fn(&crate::ns::Space) -> u64| rows.iter().map(|(_, s)| f(s)).sum::<u64>();
+        println!(
+            "{:>12} {:>12} {:>12}  total",
+            fmt(t(|s| s.allocated)),
+            fmt(t(|s| s.exclusive)),
+            fmt(t(|s| s.shared))
+        );
+    }
+    Ok(())
+}
+
+fn stats(mnt: &Path, json: bool) -> Result<()> {
+    let s = tools::stats(mnt)?;
+    let ps = crate::page::PAGE_SIZE as u64;
+    if json {
+        println!(
+            "{{\"total_pages\":{},\"free_pages\":{},\"used_pages\":{},\"shared_pages\":{},\"logical_bytes\":{},\"physical_bytes\":{},\"saved_bytes\":{},\"cow_copies\":{}}}",
+            s.total_pages,
+            s.free_pages,
+            s.used_pages,
+            s.shared_pages,
+            s.logical_bytes,
+            s.physical_bytes,
+            s.saved_bytes,
+            s.cow_copies
+        );
+        return Ok(());
+    }
+    println!(
+        "pages in store   {:>14}  ({})",
+        s.total_pages,
+        tools::human(s.total_pages * ps)
+    );
+    println!(
+        "pages in use     {:>14}  ({})",
+        s.used_pages,
+        tools::human(s.used_pages * ps)
+    );
+    println!(
+        "pages free       {:>14}  ({})",
+        s.free_pages,
+        tools::human(s.free_pages * ps)
+    );
+    println!(
+        "pages shared     {:>14}  (more than one reference)",
+        s.shared_pages
+    );
+    println!(
+        "file data        {:>14}  bytes as the files show it ({})",
+        s.logical_bytes,
+        tools::human(s.logical_bytes)
+    );
+    println!(
+        "stored data      {:>14}  bytes of distinct pages ({})",
+        s.physical_bytes,
+        tools::human(s.physical_bytes)
+    );
+    println!(
+        "saved by sharing {:>14}  bytes ({})",
+        s.saved_bytes,
+        tools::human(s.saved_bytes)
+    );
+    println!("copy-on-write copies {:>10}", s.cow_copies);
+    Ok(())
 }

@@ -24,5 +24,6 @@ pub mod object;
 pub mod page;
 pub mod store;
 pub mod sys;
+pub mod tools;
 
 pub use error::{Error, Result};

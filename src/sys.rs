@@ -100,12 +100,41 @@ pub fn umount(path: &std::path::Path) -> io::Result<()> {
     check(unsafe { libc::umount2(c.as_ptr(), 0) })
 }
 
-/// Drops the pages of a shared file mapping from this process's page tables (they stay in
-/// the page cache, dirty ones still to be written back), so the daemon's RSS stays small.
-pub fn drop_resident(map: &MmapMut) -> io::Result<()> {
+/// Drops the pages of `off..off+len` of a shared file mapping from this process's page
+/// tables (they stay in the page cache, dirty ones still to be written back), so the
+/// daemon's RSS stays small.
+pub fn drop_resident(map: &MmapMut, off: usize, len: usize) -> io::Result<()> {
     // SAFETY: the mapping is MAP_SHARED over a file: MADV_DONTNEED only unmaps the pages;
     // later accesses fault them back in from the page cache with the same contents (dirty
     // data is carried over to the page cache when the PTEs are zapped), so no reference into
-    // the mapping observes a change.
-    unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) }
+    // the mapping observes a change. memmap2 checks the range against the mapping.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len) }
+}
+
+/// Issues ioctl `cmd` on `fd` with `buf` as its argument (in and out).
+pub fn ioctl(fd: &impl AsRawFd, cmd: u32, buf: &mut [u8]) -> io::Result<i32> {
+    // SAFETY: `buf` is a valid, writable buffer; every cowfs command number encodes a size
+    // no larger than the buffers its callers pass (fuse::abi), so the kernel reads and
+    // writes inside it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::c_ulong, buf.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// syncfs(2): writes back every dirty page of the file system holding `fd`.
+pub fn syncfs(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain system call on a descriptor we own.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })
+}
+
+/// The process's umask (read by setting and restoring it).
+pub fn umask() -> u32 {
+    // SAFETY: umask cannot fail; the old value is restored at once.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    }
 }

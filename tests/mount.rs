@@ -2,121 +2,17 @@
 //! kernel passes through to us, page sharing by copy_file_range, persistence across
 //! remounts and across kill -9. Every mount is undone by `Mount`'s Drop, even on failure.
 
+mod common;
+
+use common::{Mount, cowfs, errno_of, is_root, statvfs_used};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cowfs");
-
-fn cowfs(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run cowfs")
-}
-
-fn is_root() -> bool {
-    // Mounting without fusermount3 needs root; the CI runs as root.
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A mounted store that is unmounted (and its daemon stopped) on drop.
-struct Mount {
-    _tmp: tempfile::TempDir,
-    store: PathBuf,
-    mnt: PathBuf,
-}
-
-impl Mount {
-    fn new() -> Mount {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = tmp.path().join("store");
-        let mnt = tmp.path().join("mnt");
-        fs::create_dir(&mnt).expect("mkdir");
-        let m = Mount {
-            _tmp: tmp,
-            store,
-            mnt,
-        };
-        m.mount();
-        m
-    }
-
-    fn mount(&self) {
-        let out = cowfs(&["mount", self.s(&self.store), self.s(&self.mnt)]);
-        assert!(
-            out.status.success(),
-            "mount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn umount(&self) {
-        let out = cowfs(&["umount", self.s(&self.mnt)]);
-        assert!(
-            out.status.success(),
-            "umount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn s<'a>(&self, p: &'a Path) -> &'a str {
-        p.to_str().expect("utf-8 path")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.mnt.join(name)
-    }
-
-    fn daemon_pid(&self) -> Option<u32> {
-        let out = Command::new("pgrep")
-            .arg("-f")
-            .arg(format!("mount --foreground .* {}$", self.mnt.display()))
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let pid = self.daemon_pid();
-        let ok = cowfs(&["umount", "--lazy", self.s(&self.mnt)])
-            .status
-            .success();
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        if let Some(pid) = pid {
-            for _ in 0..500 {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        }
-    }
-}
-
-fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
-    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
-}
-
-fn statvfs_used(p: &Path) -> u64 {
-    let c = CString::new(p.as_os_str().as_bytes()).expect("path");
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-    (st.f_blocks - st.f_bfree) * st.f_frsize
-}
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn cli_errors_are_one_line_with_exit_codes() {

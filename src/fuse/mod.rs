@@ -1,7 +1,9 @@
 //! The fuser adapter: converts each request, calls the namespace under its lock, replies.
 //! Errors become errnos through `Error::errno`, the project's one table.
 
+pub mod abi;
 mod attr;
+mod ioctl;
 mod ops;
 pub mod session;
 
@@ -9,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ns::Fs;
 use fuser::Errno;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// How long the kernel may cache attributes and entries.
@@ -21,6 +23,7 @@ pub const COMMIT_BYTES: usize = 64 << 20;
 /// The filesystem as fuser sees it.
 pub struct CowFuse {
     fs: Arc<Mutex<Fs>>,
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 fn lock(fs: &Mutex<Fs>) -> MutexGuard<'_, Fs> {
@@ -29,8 +32,8 @@ fn lock(fs: &Mutex<Fs>) -> MutexGuard<'_, Fs> {
 
 impl CowFuse {
     /// Wraps a shared filesystem.
-    pub fn new(fs: Arc<Mutex<Fs>>) -> Self {
-        CowFuse { fs }
+    pub fn new(fs: Arc<Mutex<Fs>>, notifier: Arc<OnceLock<fuser::Notifier>>) -> Self {
+        CowFuse { fs, notifier }
     }
 
     /// Runs `f` on the filesystem under its lock. A panic becomes EIO and a log line, so

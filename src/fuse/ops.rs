@@ -249,7 +249,7 @@ impl fuser::Filesystem for CowFuse {
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = self.call("open", |fs| {
-            let fh = fs.open(ino(i))?;
+            let fh = fs.open(ino(i), flags.0)?;
             if flags.0 & libc::O_TRUNC != 0 && fs.getattr(ino(i))?.is_file() {
                 let a = SetAttr {
                     size: Some(0),
@@ -336,7 +336,7 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.call("opendir", |fs| fs.open(ino(i))) {
+        match self.call("opendir", |fs| fs.open(ino(i), libc::O_RDONLY)) {
             Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
@@ -438,13 +438,13 @@ impl fuser::Filesystem for CowFuse {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let r = self.call("create", |fs| {
             let mode = libc::S_IFREG | (mode & 0o7777);
             let (n, i) = fs.mknod(ctx(req, umask), ino(parent), name.as_bytes(), mode, 0)?;
-            let fh = fs.open(n)?;
+            let fh = fs.open(n, flags)?;
             Ok((attr_of(fs, n, &i)?, fh))
         });
         match r {
@@ -461,17 +461,19 @@ impl fuser::Filesystem for CowFuse {
 
     fn ioctl(
         &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
+        req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
         _flags: IoctlFlags,
         cmd: u32,
-        _in_data: &[u8],
+        in_data: &[u8],
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        log::debug!("ioctl {cmd:#x} not supported");
-        reply.error(Errno::from_i32(crate::Error::UnknownIoctl.errno()));
+        match self.ioctl_cmd(req, ino(i), Fh(fh.0), cmd, in_data) {
+            Ok(out) => reply.ioctl(0, &out),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn fallocate(

@@ -7,7 +7,7 @@ use crate::store::StoreDir;
 use fuser::{Config, MountOption, Session, SessionACL};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -76,7 +76,13 @@ pub fn serve(
     let sigs = crate::sys::block_term_signals()?;
     let (store, path, _lock) = dir.into_parts();
     let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
-    let session = Session::new(CowFuse::new(fs.clone()), mountpoint, &config(opts))?;
+    let notifier = Arc::new(OnceLock::new());
+    let session = Session::new(
+        CowFuse::new(fs.clone(), notifier.clone()),
+        mountpoint,
+        &config(opts),
+    )?;
+    let _ = notifier.set(session.notifier());
     log::info!("mounted at {}", mountpoint.display());
     ready();
     let mnt = mountpoint.to_path_buf();

@@ -66,6 +66,7 @@ pub struct StatFs {
 
 struct Handle {
     ino: Ino,
+    flags: i32,
 }
 
 /// The mounted filesystem's state. One lock around it serializes every operation.
@@ -218,17 +219,25 @@ impl Fs {
         Ok(i)
     }
 
-    /// Opens `ino`; the handle keeps its data alive after an unlink.
-    pub fn open(&mut self, ino: Ino) -> Result<Fh> {
+    /// Opens `ino` with open(2) `flags`; the handle keeps its data alive after an unlink.
+    pub fn open(&mut self, ino: Ino, flags: i32) -> Result<Fh> {
         if ino == Ino::ORPHANS {
             return Err(Error::NotFound);
         }
         self.get(ino)?;
         let fh = Fh(self.next_fh);
         self.next_fh += 1;
-        self.handles.insert(fh, Handle { ino });
+        self.handles.insert(fh, Handle { ino, flags });
         *self.open.entry(ino).or_insert(0) += 1;
         Ok(fh)
+    }
+
+    /// Checks that handle `fh` is open on `ino` for writing (else EBADF).
+    pub fn check_writable_handle(&self, fh: Fh, ino: Ino) -> Result<()> {
+        match self.handles.get(&fh) {
+            Some(h) if h.ino == ino && h.flags & libc::O_ACCMODE != libc::O_RDONLY => Ok(()),
+            _ => Err(Error::BadHandle),
+        }
     }
 
     /// The inode behind a handle.

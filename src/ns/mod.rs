@@ -2,16 +2,21 @@
 //! handles, and file data through copy-on-write maps. No fuser types here.
 
 mod blob;
+mod clone;
 mod data;
 pub mod dir;
 mod fs;
 pub mod inode;
 pub mod itable;
 mod names;
+pub mod perm;
+mod space;
 mod xattr;
 
+pub use clone::{CloneOpts, Invalidate};
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
 pub use inode::{Inode, Time};
+pub use space::{Space, StoreStats};
 
 /// Largest file size, in bytes.
 pub const MAX_FILE_SIZE: u64 = 1 << 56;

@@ -154,6 +154,11 @@ impl Fs {
         Ok(i)
     }
 
+    /// Drops one link of `ino` (for clone's replace).
+    pub(super) fn drop_link_of(&mut self, ino: Ino) -> Result<()> {
+        self.drop_link(ino)
+    }
+
     /// Drops one link of `ino`; frees it (or parks it as an orphan while open) at zero.
     fn drop_link(&mut self, ino: Ino) -> Result<()> {
         let mut i = self.get(ino)?;
@@ -214,7 +219,7 @@ impl Fs {
     }
 
     /// True when `ino` is `anc` or lies below it.
-    fn is_under(&mut self, ino: Ino, anc: Ino) -> Result<bool> {
+    pub(super) fn is_under(&mut self, ino: Ino, anc: Ino) -> Result<bool> {
         let mut cur = ino;
         for _ in 0..100_000 {
             if cur == anc {

@@ -5,18 +5,21 @@ use crate::Result;
 use memmap2::MmapMut;
 use std::borrow::Cow;
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// A file mapped read-write and shared; the mapping is redone when the file grows.
 pub struct MmapBackend {
     file: File,
     map: Option<MmapMut>,
     len: u64,
-    touched: AtomicU64,
+    touched: Mutex<Vec<u64>>,
 }
 
-/// Bytes accessed through the mapping between two trims of the resident set.
-const TRIM_BYTES: u64 = 64 << 20;
+/// The mapping is trimmed in regions of this many bytes (2 MiB: a large folio, or a
+/// fault-around window, never spans two).
+const REGION_SHIFT: u32 = 21;
+/// Regions touched between two trims: at most 64 MiB of the mapping stays resident.
+const TRIM_REGIONS: usize = 32;
 
 impl MmapBackend {
     /// Maps `file` whole.
@@ -26,7 +29,7 @@ impl MmapBackend {
             file,
             map: None,
             len,
-            touched: AtomicU64::new(0),
+            touched: Mutex::new(Vec::with_capacity(TRIM_REGIONS)),
         };
         b.remap()?;
         Ok(b)
@@ -38,7 +41,15 @@ impl MmapBackend {
             return Ok(());
         }
         let map = crate::sys::map_file(&self.file, self.len)?;
+        // No fault-around or read-ahead: pages are read one at a time, at random.
+        if let Err(e) = map.advise(memmap2::Advice::Random) {
+            log::debug!("madvise(RANDOM): {e}");
+        }
         self.map = Some(map);
+        self.touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         Ok(())
     }
 
@@ -46,13 +57,28 @@ impl MmapBackend {
         self.map.as_deref().unwrap_or(&[])
     }
 
-    /// Counts bytes accessed; past `TRIM_BYTES`, unmaps every resident page so the
-    /// daemon's RSS does not grow with the data it has touched.
-    fn touch(&self, n: usize) {
-        if self.touched.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= TRIM_BYTES {
-            self.touched.store(0, Ordering::Relaxed);
-            if let Some(map) = &self.map
-                && let Err(e) = crate::sys::drop_resident(map)
+    /// Notes the 2 MiB regions an access touches; once `TRIM_REGIONS` distinct ones were
+    /// touched, unmaps them all, so the daemon's RSS does not grow with the data it reads
+    /// or writes (fault-around and large folios map more than the 4 KiB asked for).
+    fn touch(&self, off: u64, n: usize) {
+        let Some(map) = &self.map else {
+            return;
+        };
+        let mut t = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = (off + n.max(1) as u64 - 1) >> REGION_SHIFT;
+        for r in off >> REGION_SHIFT..=last {
+            if !t.contains(&r) {
+                t.push(r);
+            }
+        }
+        if t.len() < TRIM_REGIONS {
+            return;
+        }
+        for r in t.drain(..) {
+            let start = (r << REGION_SHIFT) as usize;
+            let len = (1usize << REGION_SHIFT).min(map.len().saturating_sub(start));
+            if len > 0
+                && let Err(e) = crate::sys::drop_resident(map, start, len)
             {
                 log::warn!("madvise(DONTNEED) on the store mapping failed: {e}");
             }
@@ -82,7 +108,7 @@ impl Backend for MmapBackend {
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         check_range(off, buf.len(), self.len)?;
-        self.touch(buf.len());
+        self.touch(off, buf.len());
         let o = off as usize;
         buf.copy_from_slice(&self.bytes()[o..o + buf.len()]);
         Ok(())
@@ -90,14 +116,14 @@ impl Backend for MmapBackend {
 
     fn view(&self, off: u64, len: usize) -> Result<Cow<'_, [u8]>> {
         check_range(off, len, self.len)?;
-        self.touch(len);
+        self.touch(off, len);
         let o = off as usize;
         Ok(Cow::Borrowed(&self.bytes()[o..o + len]))
     }
 
     fn write(&mut self, off: u64, buf: &[u8]) -> Result<()> {
         check_range(off, buf.len(), self.len)?;
-        self.touch(buf.len());
+        self.touch(off, buf.len());
         let o = off as usize;
         if let Some(map) = self.map.as_mut() {
             map[o..o + buf.len()].copy_from_slice(buf);

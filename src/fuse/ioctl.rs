@@ -1,0 +1,99 @@
+//! The cowfs ioctls: clone, space, stats. Decode, call the namespace under the lock, tell
+//! the kernel what changed behind its back (after the lock is released), reply.
+
+use super::CowFuse;
+use super::abi::{self, CloneReq, F_FORCE, F_RANGE, F_RECURSIVE};
+use crate::error::Error;
+use crate::ids::{Fh, Ino};
+use crate::ns::perm::Cred;
+use crate::ns::{CloneOpts, Invalidate};
+use fuser::{Errno, INodeNo, Request};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+/// The caller's credentials, with supplementary groups read from /proc.
+fn cred(req: &Request) -> Cred {
+    let groups = std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Groups:")).map(|l| {
+                l[7..]
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    Cred {
+        uid: req.uid(),
+        gid: req.gid(),
+        groups,
+    }
+}
+
+impl CowFuse {
+    pub(super) fn ioctl_cmd(
+        &self,
+        req: &Request,
+        ino: Ino,
+        fh: Fh,
+        cmd: u32,
+        data: &[u8],
+    ) -> Result<Vec<u8>, Errno> {
+        match cmd {
+            abi::IOC_CLONE => {
+                let r = CloneReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
+                let inv = self.clone(req, ino, fh, &r)?;
+                self.invalidate(&inv);
+                Ok(Vec::new())
+            }
+            abi::IOC_SPACE => self
+                .call("space", |fs| fs.space(ino))
+                .map(|s| abi::encode_space(&s)),
+            abi::IOC_STATS => self
+                .call("stats", |fs| fs.store_stats())
+                .map(|s| abi::encode_stats(&s)),
+            _ => {
+                log::debug!("ioctl {cmd:#x} not supported");
+                Err(Errno::from_i32(Error::UnknownIoctl.errno()))
+            }
+        }
+    }
+
+    fn clone(&self, req: &Request, ino: Ino, fh: Fh, r: &CloneReq) -> Result<Invalidate, Errno> {
+        let cred = cred(req);
+        let src = Ino(r.src_ino);
+        if r.flags & F_RANGE != 0 {
+            return self.call("clone range", |fs| {
+                fs.check_writable_handle(fh, ino)?;
+                fs.clone_range_at(&cred, &r.src_path, src, ino, r.src_off, r.dst_off, r.len)
+            });
+        }
+        let opts = CloneOpts {
+            force: r.flags & F_FORCE != 0,
+            recursive: r.flags & F_RECURSIVE != 0,
+            umask: r.umask & 0o777,
+        };
+        self.call("clone", |fs| {
+            fs.clone_path(&cred, &r.src_path, src, ino, &r.name, opts)
+        })
+    }
+
+    /// Drops the kernel's cached entries and pages that a clone replaced.
+    fn invalidate(&self, inv: &Invalidate) {
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        for (parent, name) in &inv.entries {
+            if let Err(e) = n.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)) {
+                log::debug!("inval_entry: {e}");
+            }
+        }
+        for (i, off, len) in &inv.ranges {
+            let len = i64::try_from(*len).unwrap_or(-1);
+            if let Err(e) = n.inval_inode(INodeNo(i.0), *off as i64, len) {
+                log::debug!("inval_inode: {e}");
+            }
+        }
+    }
+}
