@@ -72,7 +72,7 @@ fn workload(fs: &mut Fs, commit: &mut dyn FnMut(&mut Fs)) {
     fs.setattr(Ctx::ROOT, a, &size).expect("truncate");
     commit(fs);
     let c = lookup(fs, "c");
-    let fh = fs.open(c).expect("open");
+    let fh = fs.open(c, libc::O_RDONLY).expect("open");
     fs.unlink(Ino::ROOT, b"c").expect("unlink");
     let d = create(fs, "d");
     fs.write(d, 1 << 20, b"tail").expect("write");
