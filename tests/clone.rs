@@ -357,3 +357,76 @@ fn plain_cp_of_a_large_file_is_a_clone() {
     let j = du_json(&[&m.path("b")]);
     assert_eq!(field(&j, &m.path("b"), "shared"), 96 << 20);
 }
+
+#[test]
+fn copy_file_range_past_4_gib_shares_everything_and_seeks_agree() {
+    if !is_root() {
+        return;
+    }
+    use std::os::unix::io::AsRawFd;
+    let m = Mount::new();
+    let src = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(m.path("big"))
+        .expect("open");
+    let size: u64 = 5 << 30;
+    src.set_len(size).expect("truncate");
+    let chunk = data(1 << 20, 6);
+    for off in [0u64, 3 << 30, (9 << 29) + 4096] {
+        src.write_all_at(&chunk, off).expect("write");
+    }
+    src.sync_all().expect("fsync");
+    let dst = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(m.path("copy"))
+        .expect("open");
+    let used0 = statvfs_used(&m.mnt);
+    let mut left = size as usize;
+    let mut calls = 0;
+    while left > 0 {
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                left,
+                0,
+            )
+        };
+        assert!(
+            n > 0,
+            "copy_file_range: {}",
+            std::io::Error::last_os_error()
+        );
+        left -= n as usize;
+        calls += 1;
+    }
+    assert!(calls >= 2, "the kernel caps one call near 4 GiB");
+    dst.sync_all().expect("fsync");
+    assert_eq!(dst.metadata().expect("stat").len(), size);
+    let grew = statvfs_used(&m.mnt) - used0;
+    assert!(grew < 1 << 20, "a 5 GiB copy allocated {grew} bytes");
+    let mut back = vec![0u8; 1 << 20];
+    dst.read_exact_at(&mut back, (9 << 29) + 4096)
+        .expect("read");
+    assert!(back == chunk);
+    // SEEK_DATA / SEEK_HOLE on the copy agree with the source (the ZFS 2.2 cp bug).
+    for start in [0i64, 1 << 20, 2 << 30, (3 << 30) + 5, (9 << 29) + 4096] {
+        for whence in [libc::SEEK_DATA, libc::SEEK_HOLE] {
+            let a = unsafe { libc::lseek(src.as_raw_fd(), start, whence) };
+            let b = unsafe { libc::lseek(dst.as_raw_fd(), start, whence) };
+            assert_eq!(a, b, "lseek({start}, {whence})");
+        }
+    }
+    assert_eq!(
+        unsafe { libc::lseek(dst.as_raw_fd(), 1 << 20, libc::SEEK_DATA) },
+        3 << 30
+    );
+}

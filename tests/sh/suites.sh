@@ -3,6 +3,7 @@
 #   1. pjdfstest (POSIX conformance) via ../shared/suites/run_pjdfstest.sh
 #   2. fsx (random read/write/truncate/mmap/fallocate/... checked against a model)
 #      via FSX_PROFILES=full ../shared/suites/run_fsx.sh MNT 20000 1
+#   3. fsx again (seed 2) while `cowfs clone --force` copies its file every 50 ms
 # Each suite gets its own fresh store; the daemon must survive it.
 #
 # Env: COWFS_PJDFSTEST_MIN  pjdfstest passes if at least this many tests pass (default 380)
@@ -76,6 +77,39 @@ if cowfs_mount "$TEST_TMP/store-fsx" "$MNT2"; then
     check "unmount after fsx" cowfs_umount "$MNT2"
 else
     not_ok "mount a fresh store for fsx"
+fi
+
+# ------------------------------------------------- fsx while its file is cloned over and over
+# Every clone makes the file's pages shared again, so fsx's next writes take the copy-on-write
+# path (and truncate, punch hole and mmap writes run against shared maps).
+MNT3="$(cowfs_tmpdir mnt-fsx-clone)" || die "mktemp failed"
+if cowfs_mount "$TEST_TMP/store-fsx-clone" "$MNT3"; then
+    ok "mount a fresh store for fsx with clones"
+    clones="$TEST_TMP/clones"
+    echo 0 >"$clones"
+    (
+        n=0
+        while sleep 0.05; do
+            for f in "$MNT3"/fsx.*/fsx.full.*; do
+                [ -f "$f" ] || continue
+                "$COWFS" clone --force "$f" "$MNT3/snapshot" >/dev/null 2>&1 && n=$((n + 1)) && echo "$n" >"$clones"
+            done
+        done
+    ) &
+    cloner=$!
+    log="$TEST_TMP/fsx-clone.out"
+    FSX_PROFILES=full bash "$SUITES/run_fsx.sh" "$MNT3" "$FSX_OPS" 2 </dev/null >"$log" 2>&1
+    rc=$?
+    kill "$cloner" 2>/dev/null
+    wait "$cloner" 2>/dev/null
+    tail -n 3 "$log" | sed 's/^/#   /'
+    note "clones taken of the fsx file during the run: $(cat "$clones")"
+    check "fsx with clones: $FSX_OPS ops, profile full, seed 2 (runner exit code $rc)" test "$rc" -eq 0
+    check "fsx with clones: at least 20 clones were taken during the run" test "$(cat "$clones")" -ge 20
+    check "daemon alive after fsx with clones" cowfs_alive "$MNT3"
+    check "unmount after fsx with clones" cowfs_umount "$MNT3"
+else
+    not_ok "mount a fresh store for fsx with clones"
 fi
 
 finish
