@@ -91,6 +91,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a store offline: recompute every reference count, link count and checksum.
+    ///
+    /// Exit codes as e2fsck: 0 clean, 1 errors corrected, 4 errors left, 8 could not check.
+    Fsck {
+        /// Store directory (not mounted).
+        store: PathBuf,
+        /// Repair what can be repaired (leaked pages freed, counts corrected, unreadable
+        /// pages cut out, unlinked inodes moved to /lost+found).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Unmount a cowfs mount and wait for its daemon to close the store.
     Umount {
         /// The mount point.
@@ -101,8 +112,15 @@ pub enum Cmd {
     },
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    if let Cmd::Fsck { store, repair } = &cli.cmd {
+        return Ok(fsck(store, *repair));
+    }
+    run_cmd(cli).map(|()| 0)
+}
+
+fn run_cmd(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Mkfs { store } => mkfs(&store),
         Cmd::Mount {
@@ -143,6 +161,7 @@ pub fn run(cli: Cli) -> Result<()> {
             paths, human, json, ..
         } => du(&paths, human, json),
         Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
+        Cmd::Fsck { .. } => Ok(()),
     }
 }
 
@@ -460,4 +479,59 @@ fn stats(mnt: &Path, json: bool) -> Result<()> {
     );
     println!("copy-on-write copies {:>10}", s.cow_copies);
     Ok(())
+}
+
+/// `cowfs fsck`: prints problems and a summary; returns e2fsck's exit code.
+fn fsck(store: &Path, repair: bool) -> i32 {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut progress = |phase: &str, done: u64, total: u64| {
+        let mut err = std::io::stderr();
+        if tty {
+            let _ = write!(err, "\rcowfs fsck: {phase} {done}/{total}   ");
+            if done == total {
+                let _ = writeln!(err);
+            }
+        } else if done == total && last != phase {
+            let _ = writeln!(err, "cowfs fsck: {phase}: {total} checked");
+            last = phase.to_string();
+        }
+    };
+    let report = open_dir(store, false).and_then(|mut d| {
+        let r = crate::check::fsck(&mut d.store, repair, &mut progress)?;
+        if repair {
+            d.store.close()?;
+        }
+        Ok(r)
+    });
+    let r = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "cowfs: fsck: {e}");
+            return 8;
+        }
+    };
+    let show = |title: &str, v: &[String]| {
+        for p in v.iter().take(50) {
+            println!("{title}: {p}");
+        }
+        if v.len() > 50 {
+            println!("{title}: ... and {} more", v.len() - 50);
+        }
+    };
+    show("repaired", &r.repaired);
+    show("problem", &r.problems);
+    let state = match r.exit_code() {
+        0 => "clean".to_string(),
+        1 => format!("{} problems repaired", r.repaired.len()),
+        _ => format!("{} problems left", r.problems.len()),
+    };
+    println!(
+        "cowfs fsck: {}: {} inodes, {} pages in use: {state}",
+        store.display(),
+        r.inodes,
+        r.pages_used
+    );
+    r.exit_code()
 }

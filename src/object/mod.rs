@@ -5,5 +5,5 @@
 mod map;
 pub mod node;
 
-pub use map::{MapRoot, Payload};
+pub use map::{MAX_DEPTH, MapRoot, Payload};
 pub use node::FANOUT;

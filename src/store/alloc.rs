@@ -50,6 +50,51 @@ impl Store {
         Ok(())
     }
 
+    /// fsck's repair: rewrites every group header so each page's count is `refs[p]` (0 when
+    /// absent), the group free counts and the superblock's free count follow, and nothing is
+    /// pending. Headers that cannot be read are rebuilt. Returns the counts changed.
+    pub fn rebuild_counts(&mut self, refs: &std::collections::HashMap<PageNo, u32>) -> Result<u64> {
+        self.check_writable()?;
+        let mut changed = 0;
+        let mut free_total = 0u64;
+        for g in 0..self.sb.groups {
+            let h = layout::group_header(g);
+            let want: Vec<u32> = (0..GROUP_PAGES)
+                .map(|k| {
+                    let p = PageNo(g * GROUP_PAGES + k);
+                    if p.is_zero() || p == h {
+                        RC_RESERVED
+                    } else {
+                        refs.get(&p).copied().unwrap_or(0)
+                    }
+                })
+                .collect();
+            let free = want.iter().filter(|v| **v == 0).count() as u32;
+            free_total += free as u64;
+            let readable = self.meta_mut(h, Kind::Group).is_ok();
+            if !readable {
+                self.note_undo(h);
+                let mut b = Box::new([0u8; PAGE_SIZE]);
+                layout::init_meta(&mut b[..], Kind::Group);
+                self.dirty.insert(h, b);
+                changed += GROUP_PAGES;
+            }
+            let b = self.meta_mut(h, Kind::Group)?;
+            for (k, v) in want.iter().enumerate() {
+                let off = META_HEADER + k * 4;
+                if get32(b, off) != *v {
+                    put32(b, off, *v);
+                    changed += 1;
+                }
+            }
+            put32(b, OFF_FREE, free);
+        }
+        self.sb.free_pages = free_total;
+        self.pending.clear();
+        self.shrunk.clear();
+        Ok(changed)
+    }
+
     /// Adds one reference to `p` (nothing for the zero page).
     pub fn incref(&mut self, p: PageNo) -> Result<()> {
         if p.is_zero() {
