@@ -198,17 +198,18 @@ fn fix_counts(
             i.nlink = want;
             changed = true;
         }
-        if i.is_dir() && ino != Ino::ROOT && ino != Ino::ORPHANS {
-            if let Some(p) = parent_of.get(&ino)
-                && i.parent != p.0
-            {
-                out.push(format!(
-                    "directory {}: parent {} but listed in {}",
-                    ino.0, i.parent, p.0
-                ));
-                i.parent = p.0;
-                changed = true;
-            }
+        let special = ino == Ino::ROOT || ino == Ino::ORPHANS;
+        if i.is_dir()
+            && !special
+            && let Some(p) = parent_of.get(&ino)
+            && i.parent != p.0
+        {
+            out.push(format!(
+                "directory {}: parent {} but listed in {}",
+                ino.0, i.parent, p.0
+            ));
+            i.parent = p.0;
+            changed = true;
         }
         if repair && i.is_dir() {
             let n = list(s, &i).map(|l| l.len() as u64).unwrap_or(i.entries);
