@@ -26,6 +26,9 @@ pub enum Cmd {
     Mkfs {
         /// Store directory.
         store: PathBuf,
+        /// Largest size the store may grow to (e.g. 500M, 20G); writes past it get ENOSPC.
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
     },
     /// Mount the store STORE at MOUNTPOINT (creating the store if STORE is missing or empty).
     Mount {
@@ -45,6 +48,10 @@ pub enum Cmd {
         /// Seconds between background commits.
         #[arg(long, default_value_t = 5)]
         commit_interval: u64,
+        /// Largest size the store may grow to (e.g. 500M, 20G; 0: no limit but the disk);
+        /// kept in the store. Writes past it get ENOSPC; deleting still works.
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
     },
     /// Clone SRC to DST sharing every page (constant time, no space until written).
     ///
@@ -122,7 +129,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 fn run_cmd(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Mkfs { store } => mkfs(&store),
+        Cmd::Mkfs { store, max_size } => mkfs(&store, max_size),
         Cmd::Mount {
             store,
             mountpoint,
@@ -130,10 +137,12 @@ fn run_cmd(cli: Cli) -> Result<()> {
             log,
             threads,
             commit_interval,
+            max_size,
         } => {
             let opts = MountOpts {
                 threads,
                 commit_secs: commit_interval,
+                max_size,
             };
             if foreground {
                 mount_foreground(&store, &mountpoint, &opts)
@@ -165,14 +174,34 @@ fn run_cmd(cli: Cli) -> Result<()> {
     }
 }
 
-fn mkfs(store: &Path) -> Result<()> {
+/// Parses a size: a number of bytes with an optional K, M, G or T suffix (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("'{s}' is not a size (try 500M or 20G)"))
+}
+
+fn mkfs(store: &Path, max_size: Option<u64>) -> Result<()> {
     if store.join(crate::store::dir::PAGES_FILE).exists() {
         return Err(Error::BadStore(format!(
             "{}: already a cowfs store",
             store.display()
         )));
     }
-    open_dir(store, true)?;
+    let mut d = open_dir(store, true)?;
+    if let Some(m) = max_size {
+        d.store.set_max_size(m)?;
+        d.store.close()?;
+    }
     println!("cowfs: created store {}", store.display());
     Ok(())
 }
@@ -230,6 +259,7 @@ fn mount_background(
         .arg(opts.threads.to_string())
         .arg("--commit-interval")
         .arg(opts.commit_secs.to_string())
+        .args(opts.max_size.map(|m| format!("--max-size={m}")))
         .arg(&store)
         .arg(&mnt)
         .stdin(Stdio::null())

@@ -18,6 +18,8 @@ pub struct MountOpts {
     pub threads: usize,
     /// Seconds between background commits (bounds what a crash loses without fsync).
     pub commit_secs: u64,
+    /// A new limit on the store's size, in bytes (0: none).
+    pub max_size: Option<u64>,
 }
 
 impl Default for MountOpts {
@@ -25,6 +27,7 @@ impl Default for MountOpts {
         MountOpts {
             threads: 4,
             commit_secs: 5,
+            max_size: None,
         }
     }
 }
@@ -74,7 +77,10 @@ pub fn serve(
     // Block the termination signals before any thread starts, so they all inherit the mask
     // and one thread can wait for them.
     let sigs = crate::sys::block_term_signals()?;
-    let (store, path, _lock) = dir.into_parts();
+    let (mut store, path, _lock) = dir.into_parts();
+    if let Some(m) = opts.max_size {
+        store.set_max_size(m)?;
+    }
     let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
     let notifier = Arc::new(OnceLock::new());
     let session = Session::new(

@@ -154,6 +154,24 @@ impl Store {
         self.sb.max_pages = pages;
     }
 
+    /// Limits the store to `bytes` (0: no limit), refusing a limit below what it holds now,
+    /// and commits the new limit.
+    pub fn set_max_size(&mut self, bytes: u64) -> Result<()> {
+        let pages = bytes / PS;
+        if pages > 0 && pages < self.total_pages() {
+            return Err(Error::BadStore(format!(
+                "--max-size {bytes} is below the store's current size ({} bytes)",
+                self.total_pages() * PS
+            )));
+        }
+        if pages > 0 && pages < layout::GROUP_PAGES * 2 {
+            return Err(Error::BadStore("--max-size must be at least 8 MiB".into()));
+        }
+        self.sb.max_pages = pages;
+        self.data_dirty = true;
+        self.commit()
+    }
+
     /// Total pages in the store file.
     pub fn total_pages(&self) -> u64 {
         self.sb.groups * layout::GROUP_PAGES

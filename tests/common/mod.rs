@@ -38,6 +38,15 @@ impl Mount {
         m
     }
 
+    /// Mounts an existing store kept in `tmp`.
+    pub fn at(tmp: tempfile::TempDir, store: PathBuf) -> Mount {
+        let mnt = tmp.path().join("mnt");
+        fs::create_dir_all(&mnt).expect("mkdir");
+        let m = Mount { tmp, store, mnt };
+        m.mount();
+        m
+    }
+
     pub fn mount(&self) {
         let out = cowfs(&["mount", self.s(&self.store), self.s(&self.mnt)]);
         assert!(
@@ -86,7 +95,7 @@ impl Drop for Mount {
             .status
             .success();
         if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
         }
         if let Some(pid) = pid {
             for _ in 0..500 {
