@@ -345,13 +345,13 @@ ratio() { # A B -> A/B
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'
 }
 row() { # LABEL KEY-PREFIX UNIT
-    printf '%-40s %-24s %-24s %s\n' "$1" "$(fmt_cell "$2.cowfs" "$3")" "$(fmt_cell "$2.btrfs" "$3")" \
+    printf '%-46s %-22s %-22s %s\n' "$1" "$(fmt_cell "$2.cowfs" "$3")" "$(fmt_cell "$2.btrfs" "$3")" \
         "$(ratio "$(median "$2.cowfs")" "$(median "$2.btrfs")")"
 }
 
 echo
 echo "=== cowfs vs btrfs: medians of $RUNS runs (min-max), caches dropped before each ==="
-printf '%-40s %-24s %-24s %s\n' "wall time, ms (lower is better)" "cowfs" "btrfs" "cowfs/btrfs"
+printf '%-46s %-22s %-22s %s\n' "wall time, ms (lower is better)" "cowfs" "btrfs" "cowfs/btrfs"
 row "spawn floor (cowfs --version | cp --version)" floor ms
 for size in "${SIZES[@]}"; do
     row "clone $(human "$size") (cowfs clone | cp --reflink)" "clone.$size" ms
@@ -361,12 +361,12 @@ for size in "${SIZES[@]}"; do
 done
 row "tree 10k x 4KiB + $(human "$TREE_BIG") (clone -r | cp -a)" tree ms
 echo
-printf '%-40s %-24s %-24s %s\n' "fio 4k randwrite 1 GiB, IOPS (higher better)" "cowfs" "btrfs" "cowfs/btrfs"
+printf '%-46s %-22s %-22s %s\n' "fio 4k randwrite 1 GiB, IOPS (higher better)" "cowfs" "btrfs" "cowfs/btrfs"
 row "over a fresh clone" fio.clone iops
 row "over a never-cloned file" fio.fresh iops
 fc_c=$(ratio "$(median fio.clone.cowfs)" "$(median fio.fresh.cowfs)")
 fc_b=$(ratio "$(median fio.clone.btrfs)" "$(median fio.fresh.btrfs)")
-printf '%-40s %-24s %-24s %s\n' "ratio clone / never-cloned" "$fc_c" "$fc_b" "-"
+printf '%-46s %-22s %-22s %s\n' "ratio clone / never-cloned" "$fc_c" "$fc_b" "-"
 
 # ------------------------------------------------------------------ checks
 echo
