@@ -5,6 +5,7 @@ use crate::Result;
 use memmap2::MmapMut;
 use std::borrow::Cow;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
 
 /// A file mapped read-write and shared; the mapping is redone when the file grows.
@@ -123,6 +124,14 @@ impl Backend for MmapBackend {
 
     fn write(&mut self, off: u64, buf: &[u8]) -> Result<()> {
         check_range(off, buf.len(), self.len)?;
+        if buf.len() >= crate::page::PAGE_SIZE && off.is_multiple_of(crate::page::PAGE_SIZE as u64)
+        {
+            // Whole pages go through pwrite: the same page cache as the mapping (so readers
+            // through the mapping see them at once), but a page that is not cached yet is
+            // not first faulted in and zero-filled just to be overwritten.
+            self.file.write_all_at(buf, off)?;
+            return Ok(());
+        }
         self.touch(off, buf.len());
         let o = off as usize;
         if let Some(map) = self.map.as_mut() {
