@@ -109,6 +109,11 @@ impl Backend for MmapBackend {
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         check_range(off, buf.len(), self.len)?;
+        if buf.len() >= crate::page::PAGE_SIZE {
+            // Whole pages through pread: no page faults, nothing mapped to trim later.
+            self.file.read_exact_at(buf, off)?;
+            return Ok(());
+        }
         self.touch(off, buf.len());
         let o = off as usize;
         buf.copy_from_slice(&self.bytes()[o..o + buf.len()]);
