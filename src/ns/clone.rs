@@ -114,20 +114,7 @@ impl Fs {
     ) -> Result<()> {
         let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
         if let Some(e) = old {
-            let t = self.get(e.ino)?;
-            match (is_dir, t.is_dir()) {
-                (false, true) => return Err(Error::IsDir),
-                (true, false) => return Err(Error::NotDir),
-                (true, true) if t.entries > 0 => return Err(Error::NotEmpty),
-                _ => {}
-            }
-            let mut d = self.get(parent)?;
-            dir::remove(&mut self.store, &mut d, name)?;
-            if t.is_dir() {
-                d.nlink -= 1;
-            }
-            self.put(parent, &d)?;
-            self.drop_link_of(e.ino)?;
+            self.remove_target(parent, name, e.ino, is_dir)?;
             inv.entries.push((parent, name.to_vec()));
         }
         let mut d = self.get(parent)?;

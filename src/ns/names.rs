@@ -154,9 +154,30 @@ impl Fs {
         Ok(i)
     }
 
-    /// Drops one link of `ino` (for clone's replace).
-    pub(super) fn drop_link_of(&mut self, ino: Ino) -> Result<()> {
-        self.drop_link(ino)
+    /// Removes `parent/name` (naming `target`) so that an incoming inode can take its
+    /// place, with rename's rules: a directory replaces only an empty directory, a
+    /// non-directory only a non-directory.
+    pub(super) fn remove_target(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        target: Ino,
+        incoming_dir: bool,
+    ) -> Result<()> {
+        let t = self.get(target)?;
+        match (incoming_dir, t.is_dir()) {
+            (true, false) => return Err(Error::NotDir),
+            (false, true) => return Err(Error::IsDir),
+            (true, true) if t.entries > 0 => return Err(Error::NotEmpty),
+            _ => {}
+        }
+        let mut d = self.dir(parent)?;
+        dir::remove(&mut self.store, &mut d, name)?;
+        if t.is_dir() {
+            d.nlink -= 1;
+        }
+        self.put(parent, &d)?;
+        self.drop_link(target)
     }
 
     /// Drops one link of `ino`; frees it (or parks it as an orphan while open) at zero.
@@ -274,20 +295,7 @@ impl Fs {
             if dst.ino == src.ino {
                 return Ok(());
             }
-            let t = self.get(dst.ino)?;
-            match (src_is_dir, t.is_dir()) {
-                (true, false) => return Err(Error::NotDir),
-                (false, true) => return Err(Error::IsDir),
-                (true, true) if t.entries > 0 => return Err(Error::NotEmpty),
-                _ => {}
-            }
-            let mut d = self.dir(newparent)?;
-            dir::remove(&mut self.store, &mut d, newname)?;
-            if t.is_dir() {
-                d.nlink -= 1;
-            }
-            self.put(newparent, &d)?;
-            self.drop_link(dst.ino)?;
+            self.remove_target(newparent, newname, dst.ino, src_is_dir)?;
         }
         self.move_entry(
             parent, name, newparent, newname, src.ino, src.kind, src_is_dir,
