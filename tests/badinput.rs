@@ -179,3 +179,75 @@ fn full_store_gives_enospc_and_deleting_still_works() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+#[test]
+fn full_host_disk_gives_enospc_and_deleting_still_works() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let host = tmp.path().join("host");
+    std::fs::create_dir(&host).expect("mkdir");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&host)
+        .status()
+        .expect("mount tmpfs");
+    assert!(st.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _host_guard = Unmount(host.clone());
+    let m = Mount::at(tmp, host.join("store"));
+    let chunk = vec![0x44u8; 1 << 20];
+    let mut written = 0;
+    let err = loop {
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.path("fill"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(&chunk)?;
+                f.sync_all()
+            });
+        match r {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 100, "a 48 MiB disk cannot take {written} MiB");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(
+        written >= 30,
+        "most of the 48 MiB disk is usable: {written} MiB"
+    );
+    std::fs::remove_file(m.path("fill")).expect("unlink on a full disk");
+    std::process::Command::new("sync")
+        .arg(m.mnt.join("."))
+        .status()
+        .expect("sync");
+    let mut ok = false;
+    for _ in 0..100 {
+        if std::fs::write(m.path("again"), &chunk).is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ok, "space came back after the delete");
+    m.umount();
+    let o = cowfs(&["fsck", s(&m.store)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

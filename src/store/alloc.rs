@@ -220,11 +220,18 @@ impl Store {
                 return Err(Error::NoSpace);
             }
         }
-        let len = (old + n) * GROUP_PAGES * PS;
-        self.dev.set_len(len).map_err(|e| match e.errno() {
-            libc::ENOSPC | libc::EFBIG => Error::NoSpace,
-            _ => e,
-        })?;
+        // A nearly full disk may not take the whole step: halve it down to one group.
+        loop {
+            let len = (old + n) * GROUP_PAGES * PS;
+            match self.dev.set_len(len) {
+                Ok(()) => break,
+                Err(e) if matches!(e.errno(), libc::ENOSPC | libc::EFBIG) && n > 1 => n /= 2,
+                Err(e) if matches!(e.errno(), libc::ENOSPC | libc::EFBIG) => {
+                    return Err(Error::NoSpace);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.sb.groups = old + n;
         for g in old..old + n {
             let h = layout::group_header(g);
