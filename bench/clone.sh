@@ -112,6 +112,7 @@ cleanup() {
     trap - EXIT INT TERM HUP
     set +e
     cd / || true
+    [ "$rc" -ne 0 ] && echo "bench: stopped (exit $rc); unmounting and removing $WORK" >&2
     if [ -n "$CMNT" ] && mountpoint -q -- "$CMNT"; then
         "$COWFS_BIN" umount -- "$CMNT" >/dev/null 2>&1 ||
             "$COWFS_BIN" umount --lazy -- "$CMNT" >/dev/null 2>&1 ||
