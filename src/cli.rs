@@ -109,6 +109,11 @@ pub enum Cmd {
         #[arg(long)]
         repair: bool,
     },
+    /// Create, list, delete and roll back to snapshots of a mounted filesystem.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: crate::snapcli::SnapCmd,
+    },
     /// Unmount a cowfs mount and wait for its daemon to close the store.
     Umount {
         /// The mount point.
@@ -170,6 +175,7 @@ fn run_cmd(cli: Cli) -> Result<()> {
             paths, human, json, ..
         } => du(&paths, human, json),
         Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
+        Cmd::Snapshot { cmd } => crate::snapcli::run(cmd),
         Cmd::Fsck { .. } => Ok(()),
     }
 }

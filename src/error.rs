@@ -53,6 +53,14 @@ pub enum Error {
     UnknownIoctl,
     /// A bug: an internal error such as a caught panic (EIO).
     Internal,
+    /// A write into a read-only snapshot (EROFS).
+    ReadOnly,
+    /// An inode of a snapshot that no longer exists (ESTALE).
+    Stale,
+    /// No snapshot has this name.
+    NoSnapshot(String),
+    /// A snapshot with this name exists already.
+    SnapshotExists(String),
 }
 
 /// Result with the crate's error.
@@ -85,6 +93,10 @@ impl Error {
             Error::NoSuchOffset => libc::ENXIO,
             Error::Failed | Error::Internal => libc::EIO,
             Error::UnknownIoctl => libc::ENOTTY,
+            Error::ReadOnly => libc::EROFS,
+            Error::Stale => libc::ESTALE,
+            Error::NoSnapshot(_) => libc::ENOENT,
+            Error::SnapshotExists(_) => libc::EEXIST,
         }
     }
 
@@ -106,6 +118,8 @@ impl fmt::Display for Error {
             Error::BadStore(why) => write!(f, "{why}"),
             Error::Failed => write!(f, "a commit failed: the store is read-only until remounted"),
             Error::Internal => write!(f, "internal error"),
+            Error::NoSnapshot(n) => write!(f, "no snapshot named '{n}'"),
+            Error::SnapshotExists(n) => write!(f, "snapshot '{n}' already exists"),
             other => {
                 let e = std::io::Error::from_raw_os_error(other.errno());
                 write!(f, "{e}")

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod ns;
 pub mod object;
 pub mod page;
+pub mod snapcli;
 pub mod store;
 pub mod sys;
 pub mod tools;

@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
+/// A one-line error about path `p`.
+pub fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
     let msg = match e.raw_os_error() {
         Some(libc::ENOTTY) => format!("{what} {}: not on a cowfs mount", p.display()),
         _ => format!("{what} {}: {e}", p.display()),

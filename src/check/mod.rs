@@ -92,6 +92,9 @@ fn prune(s: &mut Store, w: &walk::Walk) -> Result<()> {
     for owner in &w.bad_roots {
         match *owner {
             Owner::Table => log::error!("the inode table's root is unreadable: cannot repair"),
+            Owner::SnapList | Owner::Snap(_) => {
+                log::error!("{owner:?}: unreadable root of a snapshot structure: cannot repair")
+            }
             Owner::Content(ino) | Owner::Xattr(ino) => {
                 let mut i = itable::get(s, ino)?;
                 if *owner == Owner::Content(ino) {

@@ -2,7 +2,7 @@
 //! populations and checksums, and collecting every inode. Unreadable pages are reported
 //! and pruned (treated as holes), never followed.
 
-use crate::ids::{Ino, PageNo};
+use crate::ids::{Ino, PageNo, SnapId};
 use crate::ns::inode::{INODE_SIZE, Inode};
 use crate::ns::itable;
 use crate::object::MAX_DEPTH;
@@ -17,6 +17,10 @@ pub enum Owner {
     Table,
     Content(Ino),
     Xattr(Ino),
+    /// The snapshot list's blob.
+    SnapList,
+    /// A snapshot's (or a dropped) table, or a map found in it.
+    Snap(SnapId),
 }
 
 /// What pass 1 found.
@@ -35,6 +39,9 @@ pub struct Walk {
     pub inodes: HashMap<Ino, Inode>,
     bad: HashSet<PageNo>,
     pop: HashMap<PageNo, u64>,
+    /// False while walking a table being freed: its emptied entries leave populations
+    /// stale, which nothing reads.
+    check_pop: bool,
 }
 
 impl Walk {
@@ -122,7 +129,7 @@ impl Walk {
                 self.bad_entries.push((p, slot));
             }
         }
-        if pop != stored_pop {
+        if pop != stored_pop && self.check_pop {
             self.problems.push(format!(
                 "{owner:?}: node {} counts {stored_pop} pages, has {pop}",
                 p.0
@@ -193,29 +200,66 @@ impl Walk {
     }
 }
 
-/// Pass 1 over the whole store.
+/// Pass 1 over the whole store: the live table, then every snapshot's table (inode pages
+/// it shares with one already walked are counted, not read again).
 pub fn walk(s: &mut Store, progress: &mut dyn FnMut(&str, u64, u64)) -> Walk {
-    let mut w = Walk::default();
+    let mut w = Walk {
+        check_pop: true,
+        ..Default::default()
+    };
     let t = itable::table_root(s);
     w.map(s, Owner::Table, &t, Some(Kind::Inodes));
-    let mut inos: Vec<Ino> = w.inodes.keys().copied().collect();
-    inos.sort();
-    let total = inos.len() as u64;
-    for (n, ino) in inos.into_iter().enumerate() {
-        if n % 1024 == 0 {
-            progress("maps", n as u64, total);
+    w.maps(s, |i| (Owner::Content(i), Owner::Xattr(i)), progress);
+    let list = crate::ns::snap_list_root(s);
+    w.map(s, Owner::SnapList, &list, Some(Kind::Blob));
+    let snaps = match crate::ns::snap_load(s) {
+        Ok(v) => v,
+        Err(e) => {
+            w.problems.push(format!("snapshot list: {e}"));
+            Vec::new()
         }
-        let Some(i) = w.inodes.get(&ino).cloned() else {
-            continue;
-        };
-        let kind = match i.file_type() {
-            libc::S_IFDIR => Some(Kind::DirBlock),
-            libc::S_IFLNK => Some(Kind::Blob),
-            _ => None,
-        };
-        w.map(s, Owner::Content(ino), &i.map, kind);
-        w.map(s, Owner::Xattr(ino), &i.xattr, Some(Kind::Blob));
+    };
+    let live = std::mem::take(&mut w.inodes);
+    for r in snaps {
+        let o = Owner::Snap(r.id);
+        w.check_pop = !r.dropping;
+        w.map(s, o, &r.table.map, Some(Kind::Inodes));
+        w.maps(s, |_| (o, o), progress);
+        w.inodes.clear();
     }
-    progress("maps", total, total);
+    w.check_pop = true;
+    w.inodes = live;
     w
+}
+
+impl Walk {
+    /// Walks the maps of every inode collected so far.
+    fn maps(
+        &mut self,
+        s: &mut Store,
+        owners: impl Fn(Ino) -> (Owner, Owner),
+        progress: &mut dyn FnMut(&str, u64, u64),
+    ) {
+        let w = self;
+        let mut inos: Vec<Ino> = w.inodes.keys().copied().collect();
+        inos.sort();
+        let total = inos.len() as u64;
+        for (n, ino) in inos.into_iter().enumerate() {
+            if n % 1024 == 0 {
+                progress("maps", n as u64, total);
+            }
+            let Some(i) = w.inodes.get(&ino).cloned() else {
+                continue;
+            };
+            let kind = match i.file_type() {
+                libc::S_IFDIR => Some(Kind::DirBlock),
+                libc::S_IFLNK => Some(Kind::Blob),
+                _ => None,
+            };
+            let (content, xattr) = owners(ino);
+            w.map(s, content, &i.map, kind);
+            w.map(s, xattr, &i.xattr, Some(Kind::Blob));
+        }
+        progress("maps", total, total);
+    }
 }

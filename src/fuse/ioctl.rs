@@ -3,8 +3,9 @@
 
 use super::CowFuse;
 use super::abi::{self, CloneReq, F_FORCE, F_RANGE, F_RECURSIVE};
+use super::snapshot_abi::{IOC_SNAP, SnapAns, SnapOp, SnapReq};
 use crate::error::Error;
-use crate::ids::{Fh, Ino};
+use crate::ids::{Fh, Ino, SnapId};
 use crate::ns::perm::Cred;
 use crate::ns::{CloneOpts, Invalidate};
 use fuser::{Errno, INodeNo, Request};
@@ -48,8 +49,12 @@ impl CowFuse {
                 Ok(Vec::new())
             }
             abi::IOC_SPACE => self
-                .call("space", |fs| fs.space(ino))
+                .vcall("space", ino, false, |fs, i| fs.space(i))
                 .map(|s| abi::encode_space(&s)),
+            IOC_SNAP => {
+                let r = SnapReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
+                self.snapshot(req, &r).map(|a| a.encode())
+            }
             abi::IOC_STATS => self
                 .call("stats", |fs| fs.store_stats())
                 .map(|s| abi::encode_stats(&s)),
@@ -61,6 +66,9 @@ impl CowFuse {
     }
 
     fn clone(&self, req: &Request, ino: Ino, fh: Fh, r: &CloneReq) -> Result<Invalidate, Errno> {
+        if ino.split().0 != SnapId::LIVE || ino == Ino::SNAPDIR {
+            return Err(Errno::from_i32(Error::CrossDevice.errno()));
+        }
         let cred = cred(req);
         let src = Ino(r.src_ino);
         if r.flags & F_RANGE != 0 {
@@ -77,6 +85,64 @@ impl CowFuse {
         self.call("clone", |fs| {
             fs.clone_path(&cred, &r.src_path, src, ino, &r.name, opts)
         })
+    }
+
+    /// The snapshot ioctl: create, delete, rollback (root or the root directory's owner),
+    /// get one, status.
+    fn snapshot(&self, req: &Request, r: &SnapReq) -> Result<SnapAns, Errno> {
+        let cred = cred(req);
+        let may = |fs: &mut crate::ns::Fs| -> crate::Result<()> {
+            let owner = fs.getattr(Ino::ROOT)?.uid;
+            if cred.uid == 0 || cred.uid == owner {
+                Ok(())
+            } else {
+                Err(Error::NotPermitted)
+            }
+        };
+        let status = |fs: &mut crate::ns::Fs| SnapAns {
+            count: fs.snapshot_names().len() as u64,
+            pending: fs.reclaim_pending() as u64,
+            ..Default::default()
+        };
+        match r.op {
+            SnapOp::Create => self.call("snapshot create", |fs| {
+                may(fs)?;
+                let id = fs.snapshot_create(&r.name, r.writable)?;
+                Ok(SnapAns {
+                    id: id.0,
+                    ..status(fs)
+                })
+            }),
+            SnapOp::Delete => {
+                let a = self.call("snapshot delete", |fs| {
+                    may(fs)?;
+                    fs.snapshot_delete(&r.name)?;
+                    Ok(status(fs))
+                })?;
+                Ok(a)
+            }
+            SnapOp::Rollback => {
+                let inv = self.call("snapshot rollback", |fs| {
+                    may(fs)?;
+                    fs.snapshot_rollback(&r.name)
+                })?;
+                self.invalidate(&inv);
+                Ok(SnapAns::default())
+            }
+            SnapOp::Get => self.call("snapshot get", |fs| {
+                let info = fs.snapshot_info(r.index)?;
+                Ok(SnapAns {
+                    writable: info.writable,
+                    id: info.id.0,
+                    sec: info.created.sec,
+                    nsec: info.created.nsec,
+                    exclusive_bytes: info.exclusive_bytes,
+                    name: info.name,
+                    ..status(fs)
+                })
+            }),
+            SnapOp::Status => self.call("snapshot status", |fs| Ok(status(fs))),
+        }
     }
 
     /// Drops the kernel's cached entries and pages that a clone replaced.

@@ -6,6 +6,8 @@ mod attr;
 mod ioctl;
 mod ops;
 pub mod session;
+pub mod snapshot_abi;
+mod views;
 
 use crate::error::{Error, Result};
 use crate::ns::Fs;

@@ -1,9 +1,10 @@
 //! `impl Filesystem`: one short method per request.
 
-use super::attr::{file_attr, kind_type, time_set};
+use super::attr::{kind_type, time_set};
+use super::views::{attr_of, reserved};
 use super::{CowFuse, TTL};
 use crate::ids::{Fh, Ino};
-use crate::ns::{Ctx, Fs, Inode, SetAttr, Time};
+use crate::ns::{Ctx, SetAttr, Time};
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -27,9 +28,12 @@ fn ctx(req: &Request, umask: u32) -> Ctx {
     }
 }
 
-fn attr_of(fs: &mut Fs, n: Ino, i: &Inode) -> crate::Result<FileAttr> {
-    let pages = fs.data_pages(i)?;
-    Ok(file_attr(n, i, pages))
+/// EEXIST for a name only `.snapshots` may have.
+fn check_name(parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
+    if reserved(ino(parent), name.as_bytes()) {
+        return Err(Errno::from_i32(crate::Error::Exists.errno()));
+    }
+    Ok(())
 }
 
 fn entry(reply: ReplyEntry, r: Result<FileAttr, Errno>) {
@@ -80,11 +84,7 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = self.call("lookup", |fs| {
-            let (n, i) = fs.lookup(ino(parent), name.as_bytes())?;
-            attr_of(fs, n, &i)
-        });
-        entry(reply, r);
+        entry(reply, self.lookup_any(ino(parent), name.as_bytes()));
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
@@ -92,11 +92,7 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let r = self.call("getattr", |fs| {
-            let inode = fs.getattr(ino(i))?;
-            attr_of(fs, ino(i), &inode)
-        });
-        match r {
+        match self.getattr_any(ino(i)) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         }
@@ -129,9 +125,9 @@ impl fuser::Filesystem for CowFuse {
             mtime: mtime.map(time_set),
             ctime: ctime.map(Time::from_system),
         };
-        let r = self.call("setattr", |fs| {
-            let inode = fs.setattr(ctx(req, 0), ino(i), &a)?;
-            attr_of(fs, ino(i), &inode)
+        let r = self.vcall("setattr", ino(i), true, |fs, i| {
+            let inode = fs.setattr(ctx(req, 0), i, &a)?;
+            attr_of(fs, i, &inode)
         });
         match r {
             Ok(a) => reply.attr(&TTL, &a),
@@ -140,7 +136,7 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.call("readlink", |fs| fs.readlink(ino(i))) {
+        match self.vcall("readlink", ino(i), false, |fs, i| fs.readlink(i)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
@@ -156,9 +152,11 @@ impl fuser::Filesystem for CowFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.call("mknod", |fs| {
-            let (n, i) = fs.mknod(ctx(req, umask), ino(parent), name.as_bytes(), mode, rdev)?;
-            attr_of(fs, n, &i)
+        let r = check_name(parent, name).and_then(|()| {
+            self.vcall("mknod", ino(parent), true, |fs, p| {
+                let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, rdev)?;
+                attr_of(fs, n, &i)
+            })
         });
         entry(reply, r);
     }
@@ -172,10 +170,12 @@ impl fuser::Filesystem for CowFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.call("mkdir", |fs| {
-            let mode = libc::S_IFDIR | (mode & 0o7777);
-            let (n, i) = fs.mknod(ctx(req, umask), ino(parent), name.as_bytes(), mode, 0)?;
-            attr_of(fs, n, &i)
+        let r = check_name(parent, name).and_then(|()| {
+            self.vcall("mkdir", ino(parent), true, |fs, p| {
+                let mode = libc::S_IFDIR | (mode & 0o7777);
+                let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, 0)?;
+                attr_of(fs, n, &i)
+            })
         });
         entry(reply, r);
     }
@@ -183,14 +183,18 @@ impl fuser::Filesystem for CowFuse {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            self.call("unlink", |fs| fs.unlink(ino(parent), name.as_bytes())),
+            self.vcall("unlink", ino(parent), true, |fs, p| {
+                fs.unlink(p, name.as_bytes())
+            }),
         );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            self.call("rmdir", |fs| fs.rmdir(ino(parent), name.as_bytes())),
+            self.vcall("rmdir", ino(parent), true, |fs, p| {
+                fs.rmdir(p, name.as_bytes())
+            }),
         );
     }
 
@@ -202,10 +206,12 @@ impl fuser::Filesystem for CowFuse {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = self.call("symlink", |fs| {
-            let t = target.as_os_str().as_bytes();
-            let (n, i) = fs.symlink(ctx(req, 0), ino(parent), name.as_bytes(), t)?;
-            attr_of(fs, n, &i)
+        let r = check_name(parent, name).and_then(|()| {
+            self.vcall("symlink", ino(parent), true, |fs, p| {
+                let t = target.as_os_str().as_bytes();
+                let (n, i) = fs.symlink(ctx(req, 0), p, name.as_bytes(), t)?;
+                attr_of(fs, n, &i)
+            })
         });
         entry(reply, r);
     }
@@ -220,15 +226,13 @@ impl fuser::Filesystem for CowFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r = self.call("rename", |fs| {
-            fs.rename(
-                ino(parent),
-                name.as_bytes(),
-                ino(newparent),
-                newname.as_bytes(),
-                flags.bits(),
-            )
-        });
+        let r = check_name(newparent, newname)
+            .and_then(|()| check_name(parent, name))
+            .and_then(|()| {
+                self.vcall2("rename", ino(parent), ino(newparent), true, |fs, p, np| {
+                    fs.rename(p, name.as_bytes(), np, newname.as_bytes(), flags.bits())
+                })
+            });
         empty(reply, r);
     }
 
@@ -240,22 +244,24 @@ impl fuser::Filesystem for CowFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = self.call("link", |fs| {
-            let inode = fs.link(ino(i), ino(newparent), newname.as_bytes())?;
-            attr_of(fs, ino(i), &inode)
+        let r = check_name(newparent, newname).and_then(|()| {
+            self.vcall2("link", ino(i), ino(newparent), true, |fs, i, np| {
+                let inode = fs.link(i, np, newname.as_bytes())?;
+                attr_of(fs, i, &inode)
+            })
         });
         entry(reply, r);
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.call("open", |fs| {
-            let fh = fs.open(ino(i), flags.0)?;
-            if flags.0 & libc::O_TRUNC != 0 && fs.getattr(ino(i))?.is_file() {
+        let r = self.vcall("open", ino(i), false, |fs, i| {
+            let fh = fs.open(i, flags.0)?;
+            if flags.0 & libc::O_TRUNC != 0 && fs.getattr(i)?.is_file() {
                 let a = SetAttr {
                     size: Some(0),
                     ..Default::default()
                 };
-                fs.setattr(Ctx::ROOT, ino(i), &a)?;
+                fs.setattr(Ctx::ROOT, i, &a)?;
             }
             Ok(fh)
         });
@@ -276,7 +282,7 @@ impl fuser::Filesystem for CowFuse {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.call("read", |fs| fs.read(ino(i), offset, size)) {
+        match self.vcall("read", ino(i), false, |fs, i| fs.read(i, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
@@ -294,7 +300,7 @@ impl fuser::Filesystem for CowFuse {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.call("write", |fs| fs.write(ino(i), offset, data)) {
+        match self.vcall("write", ino(i), true, |fs, i| fs.write(i, offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
@@ -336,7 +342,11 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.call("opendir", |fs| fs.open(ino(i), libc::O_RDONLY)) {
+        if ino(i) == Ino::SNAPDIR {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+            return;
+        }
+        match self.vcall("opendir", ino(i), false, |fs, i| fs.open(i, libc::O_RDONLY)) {
             Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
@@ -350,8 +360,25 @@ impl fuser::Filesystem for CowFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.call("readdir", |fs| {
-            fs.readdir(ino(i), offset, &mut |n, next, kind, name| {
+        if ino(i) == Ino::SNAPDIR {
+            match self.snapdir_entries(offset) {
+                Ok(es) => {
+                    for (n, next, name) in es {
+                        let dir = kind_type((libc::S_IFDIR >> 12) as u8);
+                        if reply.add(INodeNo(n.0), next, dir, OsStr::from_bytes(&name)) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            }
+            return;
+        }
+        let r = self.vcall("readdir", ino(i), false, |fs, d| {
+            let v = fs.view();
+            fs.readdir(d, offset, &mut |n, next, kind, name| {
+                let n = n.in_view(v);
                 reply.add(INodeNo(n.0), next, kind_type(kind), OsStr::from_bytes(name))
             })
         });
@@ -369,6 +396,10 @@ impl fuser::Filesystem for CowFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        if fh.0 == 0 {
+            reply.ok();
+            return;
+        }
         empty(reply, self.call("releasedir", |fs| fs.release(Fh(fh.0))));
     }
 
@@ -404,26 +435,38 @@ impl fuser::Filesystem for CowFuse {
     ) {
         empty(
             reply,
-            self.call("setxattr", |fs| {
-                fs.setxattr(ino(i), name.as_bytes(), value, flags)
+            self.vcall("setxattr", ino(i), true, |fs, i| {
+                fs.setxattr(i, name.as_bytes(), value, flags)
             }),
         );
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = self.call("getxattr", |fs| fs.getxattr(ino(i), name.as_bytes()));
+        if ino(i) == Ino::SNAPDIR {
+            reply.error(Errno::from_i32(crate::Error::NoAttr.errno()));
+            return;
+        }
+        let r = self.vcall("getxattr", ino(i), false, |fs, i| {
+            fs.getxattr(i, name.as_bytes())
+        });
         xattr_reply(reply, size, r);
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.call("listxattr", |fs| fs.listxattr(ino(i)));
+        if ino(i) == Ino::SNAPDIR {
+            xattr_reply(reply, size, Ok(Vec::new()));
+            return;
+        }
+        let r = self.vcall("listxattr", ino(i), false, |fs, i| fs.listxattr(i));
         xattr_reply(reply, size, r);
     }
 
     fn removexattr(&self, _req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            self.call("removexattr", |fs| fs.removexattr(ino(i), name.as_bytes())),
+            self.vcall("removexattr", ino(i), true, |fs, i| {
+                fs.removexattr(i, name.as_bytes())
+            }),
         );
     }
 
@@ -441,11 +484,13 @@ impl fuser::Filesystem for CowFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = self.call("create", |fs| {
-            let mode = libc::S_IFREG | (mode & 0o7777);
-            let (n, i) = fs.mknod(ctx(req, umask), ino(parent), name.as_bytes(), mode, 0)?;
-            let fh = fs.open(n, flags)?;
-            Ok((attr_of(fs, n, &i)?, fh))
+        let r = check_name(parent, name).and_then(|()| {
+            self.vcall("create", ino(parent), true, |fs, p| {
+                let mode = libc::S_IFREG | (mode & 0o7777);
+                let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, 0)?;
+                let fh = fs.open(n, flags)?;
+                Ok((attr_of(fs, n, &i)?, fh))
+            })
         });
         match r {
             Ok((a, fh)) => reply.created(
@@ -488,7 +533,9 @@ impl fuser::Filesystem for CowFuse {
     ) {
         empty(
             reply,
-            self.call("fallocate", |fs| fs.fallocate(ino(i), offset, length, mode)),
+            self.vcall("fallocate", ino(i), true, |fs, i| {
+                fs.fallocate(i, offset, length, mode)
+            }),
         );
     }
 
@@ -501,9 +548,9 @@ impl fuser::Filesystem for CowFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let r = self.call("lseek", |fs| {
+        let r = self.vcall("lseek", ino(i), false, |fs, i| {
             let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
-            fs.seek(ino(i), off, whence)
+            fs.seek(i, off, whence)
         });
         match r {
             Ok(o) => reply.offset(o as i64),
@@ -525,9 +572,13 @@ impl fuser::Filesystem for CowFuse {
         reply: ReplyWrite,
     ) {
         let len = len.min(u32::MAX as u64 & !4095);
-        let r = self.call("copy_file_range", |fs| {
-            fs.copy_range(ino(ino_in), offset_in, ino(ino_out), offset_out, len)
-        });
+        let r = self.vcall2(
+            "copy_file_range",
+            ino(ino_out),
+            ino(ino_in),
+            true,
+            |fs, o, i| fs.copy_range(i, offset_in, o, offset_out, len),
+        );
         match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),

@@ -66,6 +66,51 @@ fn spawn_committer(fs: Arc<Mutex<Fs>>, secs: u64, stop: Arc<AtomicBool>) -> thre
     })
 }
 
+/// References the reclaimer drops per step under the lock: a few milliseconds of work, so
+/// foreground requests never wait long behind it.
+const RECLAIM_BUDGET: u64 = 4096;
+
+/// Frees deleted snapshots (and trees left by rollbacks) in the background, one bounded
+/// step per lock hold; commits when a table is done so its space shows at once.
+fn spawn_reclaimer(fs: Arc<Mutex<Fs>>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let (busy, failed) = {
+                let mut g = fs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if g.reclaim_pending() == 0 {
+                    (false, false)
+                } else {
+                    g.begin_op();
+                    let before = g.reclaim_pending();
+                    let r = g.reclaim_step(RECLAIM_BUDGET);
+                    g.end_op(r.is_ok());
+                    let r = r.and_then(|more| {
+                        if g.reclaim_pending() < before {
+                            g.sync()?;
+                        } else {
+                            g.commit_if_over(super::COMMIT_BYTES)?;
+                        }
+                        Ok(more)
+                    });
+                    match r {
+                        Ok(more) => (more, false),
+                        Err(e) => {
+                            log::error!("freeing a deleted snapshot failed: {e}");
+                            (false, true)
+                        }
+                    }
+                }
+            };
+            let pause = match (busy, failed) {
+                (_, true) => Duration::from_secs(5),
+                (true, _) => Duration::from_millis(1),
+                _ => Duration::from_millis(100),
+            };
+            thread::sleep(pause);
+        }
+    })
+}
+
 /// Mounts the store at `mountpoint` and serves until unmounted or signalled. `ready` runs
 /// once the mount is in place.
 pub fn serve(
@@ -102,9 +147,11 @@ pub fn serve(
     });
     let stop = Arc::new(AtomicBool::new(false));
     let committer = spawn_committer(fs.clone(), opts.commit_secs, stop.clone());
+    let reclaimer = spawn_reclaimer(fs.clone(), stop.clone());
     let run = session.run();
     stop.store(true, Ordering::Relaxed);
     let _ = committer.join();
+    let _ = reclaimer.join();
     let closed = fs
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -3,10 +3,10 @@
 //! maps share the source's), all in one operation so the destination appears complete or
 //! not at all. The caller's rights are checked here: an inode number is not a capability.
 
+use super::dir;
 use super::fs::{Fs, kind_byte};
 use super::inode::{Inode, Time};
 use super::perm::{Cred, R, W, X};
-use super::{dir, itable};
 use crate::error::{Error, Result};
 use crate::ids::Ino;
 use crate::object::MapRoot;
@@ -173,7 +173,7 @@ impl Fs {
             ..Default::default()
         };
         ni.map = si.map.share(&mut self.store)?;
-        let ino = itable::alloc_ino(&mut self.store);
+        let ino = self.alloc_ino()?;
         self.put(ino, &ni)?;
         let mut inv = Invalidate::default();
         self.place(parent, name, ino, ni.mode, old, &mut inv)?;
@@ -240,7 +240,7 @@ impl Fs {
             ni.mode &= !(libc::S_ISUID | libc::S_ISGID);
         }
         ni.xattr = si.xattr.share(&mut self.store)?;
-        let ino = itable::alloc_ino(&mut self.store);
+        let ino = self.alloc_ino()?;
         if !si.is_dir() {
             ni.map = si.map.share(&mut self.store)?;
             ni.nlink = 1;

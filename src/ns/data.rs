@@ -34,21 +34,25 @@ fn relatime_due(i: &Inode, now: Time) -> bool {
     i.atime <= i.mtime || i.atime <= i.ctime || now.sec - i.atime.sec >= 24 * 3600
 }
 
+fn check_regular(i: Inode) -> Result<Inode> {
+    if i.is_dir() {
+        return Err(Error::IsDir);
+    }
+    if !i.is_file() {
+        return Err(Error::Invalid("not a regular file"));
+    }
+    Ok(i)
+}
+
 impl Fs {
     fn regular(&mut self, ino: Ino) -> Result<Inode> {
         let i = self.get(ino)?;
-        if i.is_dir() {
-            return Err(Error::IsDir);
-        }
-        if !i.is_file() {
-            return Err(Error::Invalid("not a regular file"));
-        }
-        Ok(i)
+        check_regular(i)
     }
 
     /// Reads up to `size` bytes at `off`.
     pub fn read(&mut self, ino: Ino, off: u64, size: u32) -> Result<Vec<u8>> {
-        let mut i = self.regular(ino)?;
+        let mut i = check_regular(self.peek(ino)?)?;
         if off >= i.size {
             return Ok(Vec::new());
         }
@@ -61,7 +65,7 @@ impl Fs {
             at += n;
         }
         let now = Time::now();
-        if relatime_due(&i, now) {
+        if relatime_due(&i, now) && self.check_view_writable().is_ok() {
             i.atime = now;
             self.put(ino, &i)?;
         }
@@ -182,7 +186,7 @@ impl Fs {
 
     /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map.
     pub fn seek(&mut self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
-        let i = self.get(ino)?;
+        let i = self.peek(ino)?;
         if off >= i.size {
             return Err(Error::NoSuchOffset);
         }

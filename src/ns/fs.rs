@@ -2,9 +2,10 @@
 //! operations that are neither names nor data.
 
 use super::inode::{Inode, Time};
-use super::{dir, itable};
+use super::snap::SnapRec;
+use super::{dir, itable, snap};
 use crate::error::{Error, Result};
-use crate::ids::{Fh, Ino};
+use crate::ids::{Fh, Ino, SnapId};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,6 +79,11 @@ pub struct Fs {
     /// Kernel references per inode (FUSE lookup counts), dropped by `forget`.
     lookups: HashMap<Ino, u64>,
     host_dir: Option<PathBuf>,
+    /// Snapshots and tables being freed.
+    pub(super) snaps: Vec<SnapRec>,
+    /// The tree the current operation works in (see `enter`): inode numbers inside the
+    /// namespace are local to it; handles and kernel references use kernel numbers.
+    view: SnapId,
 }
 
 /// `S_IFMT` bits as the directory-entry kind byte.
@@ -96,7 +102,10 @@ impl Fs {
             open: HashMap::new(),
             lookups: HashMap::new(),
             host_dir,
+            snaps: Vec::new(),
+            view: SnapId::LIVE,
         };
+        fs.snaps = snap::load(&mut fs.store)?;
         if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
             fs.format()?;
         }
@@ -133,6 +142,9 @@ impl Fs {
             false
         })?;
         for (name, ino) in names {
+            if self.is_in_use(ino) {
+                continue;
+            }
             log::info!(
                 "freeing inode {} unlinked while open before the last stop",
                 ino.0
@@ -152,12 +164,85 @@ impl Fs {
         &mut self.store
     }
 
+    /// Frees orphans that nothing uses (after a rollback brought back old ones).
+    pub(super) fn reap_unused_orphans(&mut self) -> Result<()> {
+        self.reap_orphans()
+    }
+
+    /// Makes the following calls work in the tree of snapshot `v` (`SnapId::LIVE`: the
+    /// live tree), with inode numbers local to it. Fails with ESTALE when `v` is gone.
+    pub fn enter(&mut self, v: SnapId) -> Result<()> {
+        self.table_of(v)?;
+        self.view = v;
+        Ok(())
+    }
+
+    /// Back to the live tree.
+    pub fn leave(&mut self) {
+        self.view = SnapId::LIVE;
+    }
+
+    /// The current view.
+    pub fn view(&self) -> SnapId {
+        self.view
+    }
+
+    /// The kernel's number for local inode `ino` of the current view.
+    pub fn kino(&self, ino: Ino) -> Ino {
+        ino.in_view(self.view)
+    }
+
+    /// Fails with EROFS unless the current view may be written.
+    pub fn check_view_writable(&self) -> Result<()> {
+        if self.view_writable(self.view) {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly)
+        }
+    }
+
+    /// Reads an inode for changing it: when snapshots share the table, its page is made
+    /// exclusive first, so that the maps it holds count their sharing right.
     pub(super) fn get(&mut self, ino: Ino) -> Result<Inode> {
-        itable::get(&mut self.store, ino)
+        let v = self.view;
+        if self.tables_shared() && self.view_writable(v) {
+            self.unshare_in(v, ino)?;
+        }
+        self.peek(ino)
+    }
+
+    /// Reads an inode that will not be changed.
+    pub(super) fn peek(&mut self, ino: Ino) -> Result<Inode> {
+        let t = self.table_of(self.view)?;
+        itable::get_in(&mut self.store, &t, ino)
     }
 
     pub(super) fn put(&mut self, ino: Ino, inode: &Inode) -> Result<()> {
-        itable::put(&mut self.store, ino, inode)
+        self.check_view_writable()?;
+        let v = self.view;
+        let mut t = self.table_of(v)?;
+        itable::put_in(&mut self.store, &mut t, ino, inode)?;
+        self.set_table(v, t)
+    }
+
+    /// A fresh inode number in the current view.
+    pub(super) fn alloc_ino(&mut self) -> Result<Ino> {
+        self.check_view_writable()?;
+        let v = self.view;
+        let mut t = self.table_of(v)?;
+        let ino = itable::alloc_in(&mut t);
+        if ino.0 >= Ino::SNAPDIR.0 {
+            return Err(Error::NoSpace);
+        }
+        self.set_table(v, t)?;
+        Ok(ino)
+    }
+
+    /// Kernel numbers of every inode the kernel may hold (to invalidate after a rollback).
+    pub(super) fn known_inodes(&self) -> Vec<Ino> {
+        let mut v: Vec<Ino> = self.lookups.keys().copied().collect();
+        v.push(Ino::ROOT);
+        v
     }
 
     /// Attributes of `ino`.
@@ -165,7 +250,7 @@ impl Fs {
         if ino == Ino::ORPHANS {
             return Err(Error::NotFound);
         }
-        self.get(ino)
+        self.peek(ino)
     }
 
     /// Pages holding data in `ino` (for `st_blocks`).
@@ -224,9 +309,13 @@ impl Fs {
         if ino == Ino::ORPHANS {
             return Err(Error::NotFound);
         }
-        self.get(ino)?;
+        self.peek(ino)?;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.check_view_writable()?;
+        }
         let fh = Fh(self.next_fh);
         self.next_fh += 1;
+        let ino = self.kino(ino);
         self.handles.insert(fh, Handle { ino, flags });
         *self.open.entry(ino).or_insert(0) += 1;
         Ok(fh)
@@ -235,14 +324,28 @@ impl Fs {
     /// Checks that handle `fh` is open on `ino` for writing (else EBADF).
     pub fn check_writable_handle(&self, fh: Fh, ino: Ino) -> Result<()> {
         match self.handles.get(&fh) {
-            Some(h) if h.ino == ino && h.flags & libc::O_ACCMODE != libc::O_RDONLY => Ok(()),
+            Some(h) if h.ino == self.kino(ino) && h.flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                Ok(())
+            }
             _ => Err(Error::BadHandle),
         }
     }
 
-    /// The inode behind a handle.
+    /// The inode behind a handle (its kernel number).
     pub fn handle_ino(&self, fh: Fh) -> Result<Ino> {
         self.handles.get(&fh).map(|h| h.ino).ok_or(Error::BadHandle)
+    }
+
+    /// Runs `f` on local inode of kernel number `k`, in its view.
+    fn in_view_of(&mut self, k: Ino, f: impl FnOnce(&mut Fs, Ino) -> Result<()>) -> Result<()> {
+        let (v, ino) = k.split();
+        let before = self.view;
+        if self.enter(v).is_err() {
+            return Ok(());
+        }
+        let r = f(self, ino);
+        self.view = before;
+        r
     }
 
     /// Closes a handle; frees an unlinked inode on its last close.
@@ -252,7 +355,7 @@ impl Fs {
         *n -= 1;
         if *n == 0 {
             self.open.remove(&h.ino);
-            self.free_if_unused(h.ino)?;
+            self.in_view_of(h.ino, |fs, i| fs.free_if_unused(i))?;
         }
         Ok(())
     }
@@ -260,11 +363,12 @@ impl Fs {
     /// Counts one more kernel reference to `ino` (every entry handed to the kernel).
     pub(super) fn remember(&mut self, ino: Ino) {
         if ino != Ino::ROOT {
-            *self.lookups.entry(ino).or_insert(0) += 1;
+            *self.lookups.entry(self.kino(ino)).or_insert(0) += 1;
         }
     }
 
-    /// The kernel dropped `n` references to `ino`; frees it if it was unlinked and unused.
+    /// The kernel dropped `n` references to kernel inode `ino`; frees it if it was
+    /// unlinked and unused.
     pub fn forget(&mut self, ino: Ino, n: u64) -> Result<()> {
         let Some(c) = self.lookups.get_mut(&ino) else {
             return Ok(());
@@ -272,13 +376,13 @@ impl Fs {
         *c = c.saturating_sub(n);
         if *c == 0 {
             self.lookups.remove(&ino);
-            self.free_if_unused(ino)?;
+            self.in_view_of(ino, |fs, i| fs.free_if_unused(i))?;
         }
         Ok(())
     }
 
     fn free_if_unused(&mut self, ino: Ino) -> Result<()> {
-        if self.is_in_use(ino) {
+        if self.is_in_use(ino) || !self.view_writable(self.view) {
             return Ok(());
         }
         if let Ok(i) = self.get(ino)
@@ -293,7 +397,8 @@ impl Fs {
 
     /// True while a handle is open on `ino` or the kernel still references it.
     pub(super) fn is_in_use(&self, ino: Ino) -> bool {
-        self.open.contains_key(&ino) || self.lookups.contains_key(&ino)
+        let k = self.kino(ino);
+        self.open.contains_key(&k) || self.lookups.contains_key(&k)
     }
 
     pub(super) fn orphan(&mut self, ino: Ino) -> Result<()> {
@@ -318,7 +423,11 @@ impl Fs {
     pub(super) fn free_inode(&mut self, ino: Ino, mut i: Inode) -> Result<()> {
         i.map.free(&mut self.store)?;
         i.xattr.free(&mut self.store)?;
-        itable::remove(&mut self.store, ino)
+        self.check_view_writable()?;
+        let v = self.view;
+        let mut t = self.table_of(v)?;
+        itable::remove_in(&mut self.store, &mut t, ino)?;
+        self.set_table(v, t)
     }
 
     /// Starts an all-or-nothing operation (see `Store::begin_op`).

@@ -1,5 +1,11 @@
-//! The inode table: a copy-on-write map of inode pages, `PER_PAGE` records each. Its root
-//! and the next free inode number live in the superblock's root slots.
+//! The inode table: a copy-on-write map of inode pages, `PER_PAGE` records each. The live
+//! table's root and next free inode number live in the superblock's root slots; each
+//! snapshot keeps its own `Table` (see `snap.rs`).
+//!
+//! An inode page holds one reference on each map root in its records. So when a page is
+//! shared (a snapshot shares the table) and one side must change it, the copy takes a
+//! reference on every root it contains (`unshare_page`), exactly as a copied map node takes
+//! one on each child; freeing the last reference of a page releases its records' maps.
 
 use super::inode::{INODE_SIZE, Inode};
 use crate::error::{Error, Result};
@@ -16,25 +22,47 @@ const SLOT_DEPTH: usize = 1;
 const SLOT_NEXT: usize = 2;
 const OFF_USED: usize = 8;
 
+/// One inode table: its map and the next inode number it hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Table {
+    pub map: MapRoot,
+    pub next: u64,
+}
+
+impl Table {
+    /// The live table, from the superblock.
+    pub fn live(s: &Store) -> Table {
+        Table {
+            map: MapRoot {
+                node: PageNo(s.root(SLOT_NODE)),
+                depth: s.root(SLOT_DEPTH) as u8,
+            },
+            next: s.root(SLOT_NEXT),
+        }
+    }
+
+    /// Makes this the live table (durable at the next commit).
+    pub fn save_live(&self, s: &mut Store) {
+        s.set_root(SLOT_NODE, self.map.node.0);
+        s.set_root(SLOT_DEPTH, self.map.depth as u64);
+        s.set_root(SLOT_NEXT, self.next);
+    }
+}
+
 fn slot_off(ino: Ino) -> usize {
     META_HEADER + (ino.0 % PER_PAGE) as usize * INODE_SIZE
 }
 
-fn table(s: &Store) -> MapRoot {
-    MapRoot {
-        node: PageNo(s.root(SLOT_NODE)),
-        depth: s.root(SLOT_DEPTH) as u8,
-    }
+/// The records of an inode page, with their slot numbers.
+pub fn records(b: &[u8]) -> Vec<(usize, Inode)> {
+    (0..PER_PAGE as usize)
+        .filter_map(|k| Inode::decode(&b[META_HEADER + k * INODE_SIZE..]).map(|i| (k, i)))
+        .collect()
 }
 
-fn save_table(s: &mut Store, m: MapRoot) {
-    s.set_root(SLOT_NODE, m.node.0);
-    s.set_root(SLOT_DEPTH, m.depth as u64);
-}
-
-/// Reads inode `ino`.
-pub fn get(s: &mut Store, ino: Ino) -> Result<Inode> {
-    let p = table(s).get(s, ino.0 / PER_PAGE)?;
+/// Reads inode `ino` of table `t` without changing anything.
+pub fn get_in(s: &mut Store, t: &Table, ino: Ino) -> Result<Inode> {
+    let p = t.map.get(s, ino.0 / PER_PAGE)?;
     if p.is_zero() {
         return Err(Error::NotFound);
     }
@@ -42,11 +70,39 @@ pub fn get(s: &mut Store, ino: Ino) -> Result<Inode> {
         .ok_or(Error::NotFound)
 }
 
-/// Writes inode `ino` (creating its record if needed).
-pub fn put(s: &mut Store, ino: Ino, inode: &Inode) -> Result<()> {
-    let mut t = table(s);
-    let p = t.meta_for_write(s, ino.0 / PER_PAGE, Kind::Inodes)?;
-    save_table(s, t);
+/// An inode page this table alone references: a shared one is copied, and the copy takes
+/// a reference on every map root in its records.
+fn unshare_page(s: &mut Store, old: PageNo) -> Result<PageNo> {
+    if old.is_zero() {
+        return s.alloc_meta(Kind::Inodes);
+    }
+    if s.refcount(old)? == 1 {
+        return Ok(old);
+    }
+    let q = s.copy_meta(old, Kind::Inodes)?;
+    let recs = s.with_meta(q, Kind::Inodes, records)?;
+    for (_, i) in recs {
+        s.incref(i.map.node)?;
+        s.incref(i.xattr.node)?;
+    }
+    s.decref(old)?;
+    Ok(q)
+}
+
+/// Makes the page holding `ino` exclusive to `t` (path and page), so that the maps in its
+/// records carry counts that tell the truth about sharing. Cheap when nothing is shared.
+pub fn unshare(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
+    let idx = ino.0 / PER_PAGE;
+    if t.map.get(s, idx)?.is_zero() {
+        return Ok(());
+    }
+    t.map.modify(s, idx, unshare_page)?;
+    Ok(())
+}
+
+/// Writes inode `ino` into `t` (creating its record if needed).
+pub fn put_in(s: &mut Store, t: &mut Table, ino: Ino, inode: &Inode) -> Result<()> {
+    let p = t.map.modify(s, ino.0 / PER_PAGE, unshare_page)?;
     let b = s.meta_mut(p, Kind::Inodes)?;
     let off = slot_off(ino);
     if Inode::decode(&b[off..]).is_none() {
@@ -57,36 +113,64 @@ pub fn put(s: &mut Store, ino: Ino, inode: &Inode) -> Result<()> {
     Ok(())
 }
 
-/// Frees the record of `ino`; frees its page when it was the last record there.
-pub fn remove(s: &mut Store, ino: Ino) -> Result<()> {
-    let mut t = table(s);
+/// Frees the record of `ino` in `t` (the caller released its maps); frees its page when
+/// it was the last record there.
+pub fn remove_in(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
     let idx = ino.0 / PER_PAGE;
-    let p = t.meta_for_write(s, idx, Kind::Inodes)?;
+    let p = t.map.modify(s, idx, unshare_page)?;
     let b = s.meta_mut(p, Kind::Inodes)?;
     let off = slot_off(ino);
     let used = get64(b, OFF_USED).saturating_sub(1);
     b[off..off + INODE_SIZE].fill(0);
     put64(b, OFF_USED, used);
     if used == 0 {
-        t.clear_range(s, idx, idx + 1)?;
+        t.map.clear_range(s, idx, idx + 1)?;
     }
-    save_table(s, t);
     Ok(())
 }
 
-/// Hands out a fresh inode number (numbers are never reused).
-pub fn alloc_ino(s: &mut Store) -> Ino {
-    let next = s.root(SLOT_NEXT).max(Ino::FIRST_FREE.0);
-    s.set_root(SLOT_NEXT, next + 1);
+/// Hands out a fresh inode number of `t` (numbers are never reused).
+pub fn alloc_in(t: &mut Table) -> Ino {
+    let next = t.next.max(Ino::FIRST_FREE.0);
+    t.next = next + 1;
     Ino(next)
 }
 
-/// Inode numbers handed out so far.
+/// Reads inode `ino` of the live table.
+pub fn get(s: &mut Store, ino: Ino) -> Result<Inode> {
+    get_in(s, &Table::live(s), ino)
+}
+
+/// Writes inode `ino` of the live table.
+pub fn put(s: &mut Store, ino: Ino, inode: &Inode) -> Result<()> {
+    let mut t = Table::live(s);
+    put_in(s, &mut t, ino, inode)?;
+    t.save_live(s);
+    Ok(())
+}
+
+/// Frees the record of `ino` in the live table.
+pub fn remove(s: &mut Store, ino: Ino) -> Result<()> {
+    let mut t = Table::live(s);
+    remove_in(s, &mut t, ino)?;
+    t.save_live(s);
+    Ok(())
+}
+
+/// Hands out a fresh inode number of the live table.
+pub fn alloc_ino(s: &mut Store) -> Ino {
+    let mut t = Table::live(s);
+    let i = alloc_in(&mut t);
+    t.save_live(s);
+    i
+}
+
+/// Inode numbers handed out so far in the live table.
 pub fn inos_used(s: &Store) -> u64 {
     s.root(SLOT_NEXT)
 }
 
-/// The table's map, for fsck and statistics.
+/// The live table's map, for fsck and statistics.
 pub fn table_root(s: &Store) -> MapRoot {
-    table(s)
+    Table::live(s).map
 }

@@ -10,12 +10,17 @@ pub mod inode;
 pub mod itable;
 mod names;
 pub mod perm;
+mod snap;
 mod space;
+mod tree;
 mod xattr;
 
 pub use clone::{CloneOpts, Invalidate};
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
 pub use inode::{Inode, Time};
+pub use snap::{
+    NAME_MAX as SNAP_NAME_MAX, SnapInfo, SnapRec, list_root as snap_list_root, load as snap_load,
+};
 pub use space::{Space, StoreStats};
 
 /// Largest file size, in bytes.

@@ -27,12 +27,20 @@ impl Fs {
         Ok(d)
     }
 
+    fn dir_peek(&mut self, ino: Ino) -> Result<Inode> {
+        let d = self.peek(ino)?;
+        if !d.is_dir() {
+            return Err(Error::NotDir);
+        }
+        Ok(d)
+    }
+
     /// Looks `name` up in directory `parent`.
     pub fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<(Ino, Inode)> {
         if name.len() > dir::NAME_MAX {
             return Err(Error::NameTooLong);
         }
-        let d = self.dir(parent)?;
+        let d = self.dir_peek(parent)?;
         let e = match name {
             b"." => return Ok((parent, d)),
             b".." => Ino(d.parent),
@@ -42,7 +50,7 @@ impl Fs {
                     .ino
             }
         };
-        Ok((e, self.get(e)?))
+        Ok((e, self.peek(e)?))
     }
 
     /// Creates a file, directory, node or symlink named `name` in `parent`.
@@ -85,7 +93,7 @@ impl Fs {
             parent: parent.0,
             ..Default::default()
         };
-        let ino = itable::alloc_ino(&mut self.store);
+        let ino = self.alloc_ino()?;
         self.put(ino, &inode)?;
         dir::insert(&mut self.store, &mut d, name, ino, kind_byte(inode.mode))?;
         if is_dir {
@@ -121,7 +129,7 @@ impl Fs {
 
     /// The target of a symlink.
     pub fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
-        let i = self.get(ino)?;
+        let i = self.peek(ino)?;
         if !i.is_symlink() {
             return Err(Error::Invalid("not a symlink"));
         }
@@ -385,7 +393,7 @@ impl Fs {
     /// Lists `ino` from readdir offset `off`: "." at 0, ".." at 1, then entries in key
     /// order, each with the offset of the entry after it. `f` returns true when full.
     pub fn readdir(&mut self, ino: Ino, off: u64, f: &mut DirSink<'_>) -> Result<()> {
-        let d = self.dir(ino)?;
+        let d = self.dir_peek(ino)?;
         let dt = kind_byte(libc::S_IFDIR);
         if off == 0 && f(ino, 1, dt, b".") {
             return Ok(());
@@ -399,5 +407,3 @@ impl Fs {
         })
     }
 }
-
-use super::itable;

@@ -109,7 +109,7 @@ impl Fs {
         seen: &mut Seen,
         inos: &mut HashSet<Ino>,
     ) -> Result<()> {
-        let i = self.get(ino)?;
+        let i = self.peek(ino)?;
         if i.nlink > 1 && !i.is_dir() && !inos.insert(ino) {
             return Ok(());
         }

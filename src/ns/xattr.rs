@@ -58,7 +58,7 @@ fn check_name(name: &[u8]) -> Result<()> {
 
 impl Fs {
     fn load_xattrs(&mut self, ino: Ino) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let i = self.get(ino)?;
+        let i = self.peek(ino)?;
         Ok(parse(&blob::read(&mut self.store, &i.xattr, i.xattr_len)?))
     }
 
