@@ -2,7 +2,8 @@
 //! sharing) / fsync / clean reopen / crash, applied to cowfs and to an in-memory reference.
 //! After every reopen and at the end, every byte of every file must match the reference
 //! (after a crash: the reference as of the last fsync), and the recomputed reference counts
-//! must match the stored ones.
+//! must match the stored ones. Snapshots are part of the model: each keeps a copy of the
+//! files, which reading through the snapshot must match, and rollback restores it.
 
 use cowfs::check::check;
 use cowfs::ids::Ino;
@@ -41,6 +42,14 @@ enum Op {
     Fsync,
     Reopen,
     Crash,
+    /// Snapshot the whole tree.
+    Snapshot,
+    /// Roll back to snapshot `k % count`.
+    Rollback(usize),
+    /// Delete snapshot `k % count`.
+    DeleteSnap(usize),
+    /// One bounded step of freeing deleted snapshots.
+    Reclaim(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -59,6 +68,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Fsync),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => Just(Op::Snapshot),
+        1 => (0usize..8).prop_map(Op::Rollback),
+        1 => (0usize..8).prop_map(Op::DeleteSnap),
+        2 => (1u64..400).prop_map(Op::Reclaim),
     ]
 }
 
@@ -117,6 +130,27 @@ impl Rig {
         self.fs = Some(Fs::new(store, None).expect("fs"));
     }
 
+    fn verify_all(&mut self, m: &Model) {
+        for (name, files) in &m.snaps {
+            let id = self.fs().snapshot_id(name.as_bytes()).expect("snapshot exists");
+            self.fs().enter(id).expect("enter");
+            self.verify_files(files);
+            self.fs().leave();
+        }
+        assert_eq!(self.fs().snapshot_names().len(), m.snaps.len());
+        self.verify(&m.files);
+    }
+
+    fn verify_files(&mut self, model: &[Vec<u8>]) {
+        for (k, want) in model.iter().enumerate() {
+            let ino = self.inos[k];
+            let fs = self.fs();
+            let got = fs.read(ino, 0, (want.len() + 10) as u32).expect("read");
+            assert_eq!(got.len(), want.len(), "file {k} size");
+            assert!(got == *want, "file {k} content differs");
+        }
+    }
+
     fn verify(&mut self, model: &[Vec<u8>]) {
         for (k, want) in model.iter().enumerate() {
             let ino = self.inos[k];
@@ -139,7 +173,48 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn apply(rig: &mut Rig, model: &mut [Vec<u8>], synced: &mut Vec<Vec<u8>>, op: &Op) {
+/// The reference: the live files and each snapshot's copy.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    files: Vec<Vec<u8>>,
+    snaps: Vec<(String, Vec<Vec<u8>>)>,
+    next: usize,
+}
+
+fn apply_snap(rig: &mut Rig, m: &mut Model, synced: &mut Model, op: &Op) -> bool {
+    match *op {
+        Op::Snapshot => {
+            let name = format!("s{}", m.next);
+            m.next += 1;
+            rig.fs().snapshot_create(name.as_bytes(), false).expect("snapshot");
+            m.snaps.push((name, m.files.clone()));
+        }
+        Op::Rollback(k) if !m.snaps.is_empty() => {
+            let (name, files) = m.snaps[k % m.snaps.len()].clone();
+            rig.fs().snapshot_rollback(name.as_bytes()).expect("rollback");
+            m.files = files;
+        }
+        Op::DeleteSnap(k) if !m.snaps.is_empty() => {
+            let (name, _) = m.snaps.remove(k % m.snaps.len());
+            rig.fs().snapshot_delete(name.as_bytes()).expect("delete");
+        }
+        Op::Reclaim(budget) => {
+            rig.fs().reclaim_step(budget).expect("reclaim");
+            return true;
+        }
+        Op::Rollback(_) | Op::DeleteSnap(_) => return true,
+        _ => return false,
+    }
+    // Each snapshot operation commits everything.
+    *synced = m.clone();
+    true
+}
+
+fn apply(rig: &mut Rig, m: &mut Model, synced: &mut Model, op: &Op) {
+    if apply_snap(rig, m, synced, op) {
+        return;
+    }
+    let model = &mut m.files;
     match *op {
         Op::Write { f, off, len, seed } => {
             let data = pattern(seed, len);
@@ -203,18 +278,19 @@ fn apply(rig: &mut Rig, model: &mut [Vec<u8>], synced: &mut Vec<Vec<u8>>, op: &O
         }
         Op::Fsync => {
             rig.fs().sync().expect("fsync");
-            *synced = model.to_vec();
+            *synced = m.clone();
         }
         Op::Reopen => {
             rig.reopen(true);
-            *synced = model.to_vec();
-            rig.verify(model);
+            *synced = m.clone();
+            rig.verify_all(m);
         }
         Op::Crash => {
             rig.reopen(false);
-            model.clone_from_slice(synced);
-            rig.verify(model);
+            *m = synced.clone();
+            rig.verify_all(m);
         }
+        _ => {}
     }
 }
 
@@ -224,13 +300,16 @@ proptest! {
     #[test]
     fn cowfs_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         let mut rig = Rig::new();
-        let mut model = vec![Vec::new(); FILES];
+        let mut model = Model { files: vec![Vec::new(); FILES], ..Model::default() };
         let mut synced = model.clone();
         for op in &ops {
             apply(&mut rig, &mut model, &mut synced, op);
         }
-        rig.verify(&model);
+        rig.verify_all(&model);
         rig.reopen(true);
-        rig.verify(&model);
+        rig.verify_all(&model);
+        // Freeing every deleted snapshot returns every page they held alone.
+        while rig.fs().reclaim_step(1000).expect("reclaim") {}
+        rig.verify_all(&model);
     }
 }
