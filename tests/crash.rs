@@ -31,6 +31,8 @@ fn tree(fs: &mut Fs) -> Tree {
         let data = fs.read(ino, 0, size as u32).expect("read");
         t.insert(name, data);
     }
+    let snaps: Vec<Vec<u8>> = fs.snapshot_names().into_iter().map(|(_, n)| n).collect();
+    t.insert(b"#snapshots".to_vec(), snaps.join(&b',')); // not a file: the snapshot list
     t
 }
 
@@ -88,6 +90,22 @@ fn workload(fs: &mut Fs, commit: &mut dyn FnMut(&mut Fs)) {
             .expect("unlink");
     }
     fs.write(a, 0, &vec![3u8; 9000]).expect("write");
+    commit(fs);
+    // Snapshot, change, roll back, delete: every cut must come back at one of these
+    // states with the snapshot list, the files and every count consistent.
+    fs.snapshot_create(b"s1", false).expect("snapshot");
+    commit(fs);
+    fs.write(a, 0, &vec![7u8; 20_000]).expect("write");
+    fs.unlink(Ino::ROOT, b"e").expect("unlink");
+    create(fs, "after-snapshot");
+    commit(fs);
+    fs.snapshot_rollback(b"s1").expect("rollback");
+    commit(fs);
+    fs.snapshot_delete(b"s1").expect("delete");
+    commit(fs);
+    while fs.reclaim_step(40).expect("reclaim") {
+        commit(fs);
+    }
     commit(fs);
 }
 

@@ -132,7 +132,10 @@ impl Rig {
 
     fn verify_all(&mut self, m: &Model) {
         for (name, files) in &m.snaps {
-            let id = self.fs().snapshot_id(name.as_bytes()).expect("snapshot exists");
+            let id = self
+                .fs()
+                .snapshot_id(name.as_bytes())
+                .expect("snapshot exists");
             self.fs().enter(id).expect("enter");
             self.verify_files(files);
             self.fs().leave();
@@ -186,12 +189,16 @@ fn apply_snap(rig: &mut Rig, m: &mut Model, synced: &mut Model, op: &Op) -> bool
         Op::Snapshot => {
             let name = format!("s{}", m.next);
             m.next += 1;
-            rig.fs().snapshot_create(name.as_bytes(), false).expect("snapshot");
+            rig.fs()
+                .snapshot_create(name.as_bytes(), false)
+                .expect("snapshot");
             m.snaps.push((name, m.files.clone()));
         }
         Op::Rollback(k) if !m.snaps.is_empty() => {
             let (name, files) = m.snaps[k % m.snaps.len()].clone();
-            rig.fs().snapshot_rollback(name.as_bytes()).expect("rollback");
+            rig.fs()
+                .snapshot_rollback(name.as_bytes())
+                .expect("rollback");
             m.files = files;
         }
         Op::DeleteSnap(k) if !m.snaps.is_empty() => {

@@ -203,9 +203,11 @@ impl Fs {
 
     /// Reads an inode for changing it: when snapshots share the table, its page is made
     /// exclusive first, so that the maps it holds count their sharing right.
+    /// In a read-only snapshot this fails with EROFS, before anything can change.
     pub(super) fn get(&mut self, ino: Ino) -> Result<Inode> {
         let v = self.view;
-        if self.tables_shared() && self.view_writable(v) {
+        self.check_view_writable()?;
+        if self.tables_shared() {
             self.unshare_in(v, ino)?;
         }
         self.peek(ino)
