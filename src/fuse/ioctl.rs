@@ -105,20 +105,24 @@ impl CowFuse {
             ..Default::default()
         };
         match r.op {
-            SnapOp::Create => self.call("snapshot create", |fs| {
-                may(fs)?;
-                let id = fs.snapshot_create(&r.name, r.writable)?;
-                Ok(SnapAns {
-                    id: id.0,
-                    ..status(fs)
-                })
-            }),
-            SnapOp::Delete => {
-                let a = self.call("snapshot delete", |fs| {
+            SnapOp::Create | SnapOp::Delete => {
+                let a = self.call("snapshot create/delete", |fs| {
                     may(fs)?;
-                    fs.snapshot_delete(&r.name)?;
-                    Ok(status(fs))
+                    let id = if r.op == SnapOp::Create {
+                        fs.snapshot_create(&r.name, r.writable)?
+                    } else {
+                        fs.snapshot_delete(&r.name)?
+                    };
+                    Ok(SnapAns {
+                        id: id.0,
+                        ..status(fs)
+                    })
                 })?;
+                // The kernel may hold the name in .snapshots (or its absence): drop it.
+                self.invalidate(&Invalidate {
+                    entries: vec![(Ino::SNAPDIR, r.name.clone())],
+                    ranges: Vec::new(),
+                });
                 Ok(a)
             }
             SnapOp::Rollback => {

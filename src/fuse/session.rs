@@ -101,12 +101,20 @@ fn spawn_reclaimer(fs: Arc<Mutex<Fs>>, stop: Arc<AtomicBool>) -> thread::JoinHan
                     }
                 }
             };
-            let pause = match (busy, failed) {
-                (_, true) => Duration::from_secs(5),
-                (true, _) => Duration::from_millis(1),
-                _ => Duration::from_millis(100),
+            let pauses = match (busy, failed) {
+                (_, true) => 50,
+                (true, _) => 0,
+                _ => 1,
             };
-            thread::sleep(pause);
+            if pauses == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            for _ in 0..pauses {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
         }
     })
 }
