@@ -112,4 +112,41 @@ else
     not_ok "mount a fresh store for fsx with clones"
 fi
 
+# ------------------------------------------- fsx while the whole filesystem is snapshotted
+# Every snapshot shares the inode table again, so fsx's next change to its file copies the
+# table path, the inode page and the file's map path (itable::unshare). Old snapshots are
+# deleted as new ones come, so the reclaimer frees tables while fsx runs. Afterwards every
+# snapshot left must still read back, and fsck must find every count right.
+MNT4="$(cowfs_tmpdir mnt-fsx-snap)" || die "mktemp failed"
+if cowfs_mount "$TEST_TMP/store-fsx-snap" "$MNT4"; then
+    ok "mount a fresh store for fsx with snapshots"
+    snaps="$TEST_TMP/snaps"
+    echo 0 >"$snaps"
+    (
+        n=0
+        while sleep 0.05; do
+            "$COWFS" snapshot create "$MNT4" "s$n" >/dev/null 2>&1 || continue
+            n=$((n + 1)) && echo "$n" >"$snaps"
+            [ "$n" -gt 4 ] && "$COWFS" snapshot delete "$MNT4" "s$((n - 5))" >/dev/null 2>&1
+        done
+    ) &
+    snapper=$!
+    log="$TEST_TMP/fsx-snap.out"
+    FSX_PROFILES=full bash "$SUITES/run_fsx.sh" "$MNT4" "$FSX_OPS" 3 </dev/null >"$log" 2>&1
+    rc=$?
+    kill "$snapper" 2>/dev/null
+    wait "$snapper" 2>/dev/null
+    tail -n 3 "$log" | sed 's/^/#   /'
+    note "snapshots taken during the run: $(cat "$snaps")"
+    check "fsx with snapshots: $FSX_OPS ops, profile full, seed 3 (runner exit code $rc)" test "$rc" -eq 0
+    check "fsx with snapshots: at least 20 snapshots were taken during the run" test "$(cat "$snaps")" -ge 20
+    check "every snapshot left reads back whole" \
+        sh -c "find '$MNT4/.snapshots/' -type f -exec cat {} + >/dev/null"
+    check "daemon alive after fsx with snapshots" cowfs_alive "$MNT4"
+    check "unmount after fsx with snapshots" cowfs_umount "$MNT4"
+    check "fsck clean after fsx with snapshots" "$COWFS" fsck "$TEST_TMP/store-fsx-snap"
+else
+    not_ok "mount a fresh store for fsx with snapshots"
+fi
+
 finish
