@@ -114,6 +114,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: crate::snapcli::SnapCmd,
     },
+    /// The page layer: fork-style address spaces over the page store (demo, bench).
+    Pages {
+        #[command(subcommand)]
+        cmd: crate::vmcli::PagesCmd,
+    },
     /// Unmount a cowfs mount and wait for its daemon to close the store.
     Umount {
         /// The mount point.
@@ -176,6 +181,7 @@ fn run_cmd(cli: Cli) -> Result<()> {
         } => du(&paths, human, json),
         Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
         Cmd::Snapshot { cmd } => crate::snapcli::run(cmd),
+        Cmd::Pages { cmd } => crate::vmcli::run(cmd),
         Cmd::Fsck { .. } => Ok(()),
     }
 }

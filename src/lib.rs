@@ -26,5 +26,7 @@ pub mod snapcli;
 pub mod store;
 pub mod sys;
 pub mod tools;
+pub mod vm;
+pub mod vmcli;
 
 pub use error::{Error, Result};

@@ -1,0 +1,211 @@
+//! `cowfs pages demo` and `cowfs pages bench`: the page layer on a scratch store.
+
+use crate::cli::parse_size;
+use crate::error::{Error, Result};
+use crate::store::open_dir;
+use crate::vm::{self, PageLayer};
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::time::Instant;
+
+const PS: u64 = crate::page::PAGE_SIZE as u64;
+
+/// The page-layer subcommands.
+#[derive(Subcommand, Debug)]
+pub enum PagesCmd {
+    /// Tell the story of fork() on the page store: share, copy on write, zero page, exit.
+    Demo {
+        /// Pages process A maps.
+        #[arg(long, default_value_t = 1024)]
+        pages: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Scratch store directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Time fork of a populated address space and the copy-on-write fault per page.
+    Bench {
+        /// Memory to populate (e.g. 1G, 8G).
+        #[arg(long, value_parser = parse_size, default_value = "1G")]
+        size: u64,
+        /// Forks timed (the median is reported).
+        #[arg(long, default_value_t = 9)]
+        forks: u32,
+        /// Pages written in the fork to time faults (0: every page).
+        #[arg(long, default_value_t = 0)]
+        fault_pages: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Scratch store directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+}
+
+/// A scratch store directory, removed on drop when we made it.
+struct Scratch {
+    path: PathBuf,
+    ours: bool,
+}
+
+impl Scratch {
+    fn new(given: Option<PathBuf>) -> Result<Scratch> {
+        if let Some(p) = given {
+            return Ok(Scratch {
+                path: p,
+                ours: false,
+            });
+        }
+        let path = std::env::temp_dir().join(format!("cowfs-pages-{}", std::process::id()));
+        Ok(Scratch { path, ours: true })
+    }
+
+    fn layer(&self) -> Result<PageLayer> {
+        if !crate::store::dir::is_blank(&self.path)? {
+            return Err(Error::BadStore(format!(
+                "{}: the page layer needs an empty scratch directory",
+                self.path.display()
+            )));
+        }
+        let (store, _, _lock) = open_dir(&self.path, true)?.into_parts();
+        Ok(PageLayer::new(store))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.ours
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+        {
+            log::warn!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Runs one `pages` subcommand.
+pub fn run(cmd: PagesCmd) -> Result<()> {
+    match cmd {
+        PagesCmd::Demo { pages, json, store } => {
+            let dir = Scratch::new(store)?;
+            let layer = dir.layer()?;
+            let steps = vm::demo(&layer, pages)?;
+            print_demo(&steps, json);
+            Ok(())
+        }
+        PagesCmd::Bench {
+            size,
+            forks,
+            fault_pages,
+            json,
+            store,
+        } => {
+            let dir = Scratch::new(store)?;
+            let layer = dir.layer()?;
+            bench(&layer, size, forks.max(1), fault_pages, json)
+        }
+    }
+}
+
+fn print_demo(steps: &[vm::DemoStep], json: bool) {
+    if json {
+        let items: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                let c = &s.counters;
+                format!(
+                    "{{\"step\":{:?},\"allocated\":{},\"freed\":{},\"shared\":{},\"resident\":{},\"cow_faults\":{},\"table_copies\":{},\"zero_page_reads\":{},\"in_place_writes\":{},\"forks\":{}}}",
+                    s.title,
+                    c.allocated,
+                    c.freed,
+                    s.shared_pages,
+                    s.resident_pages,
+                    c.cow_faults,
+                    c.table_copies,
+                    c.zero_page_reads,
+                    c.in_place_writes,
+                    c.forks
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(",\n "));
+        return;
+    }
+    for (k, s) in steps.iter().enumerate() {
+        println!("{}. {}", k + 1, s.title);
+        for line in &s.story {
+            println!("   {line}");
+        }
+        let c = &s.counters;
+        println!(
+            "   | allocated {:>6} | freed {:>6} | resident {:>6} | shared {:>6} | CoW faults {:>4} | table copies {:>3} | zero-page reads {:>5} | in-place writes {:>6} |",
+            c.allocated,
+            c.freed,
+            s.resident_pages,
+            s.shared_pages,
+            c.cow_faults,
+            c.table_copies,
+            c.zero_page_reads,
+            c.in_place_writes
+        );
+        println!();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench(layer: &PageLayer, size: u64, forks: u32, fault_pages: u64, json: bool) -> Result<()> {
+    let pages = (size / PS).max(1);
+    let mut a = layer.space();
+    let t = Instant::now();
+    let mut page = vec![0u8; PS as usize];
+    for i in 0..pages {
+        page[..8].copy_from_slice(&i.to_le_bytes());
+        a.write(i * PS, &page)?;
+    }
+    layer.commit()?;
+    let populate = t.elapsed().as_secs_f64();
+    let mut times = Vec::new();
+    for _ in 0..forks {
+        let t = Instant::now();
+        let b = a.fork()?;
+        times.push(t.elapsed().as_secs_f64());
+        b.release()?;
+    }
+    let fork_s = median(times);
+    let n = if fault_pages == 0 {
+        pages
+    } else {
+        fault_pages.min(pages)
+    };
+    let mut b = a.fork()?;
+    let before = layer.counters().cow_faults;
+    let t = Instant::now();
+    for i in 0..n {
+        b.write(i * PS, &[1u8])?;
+    }
+    let fault_s = t.elapsed().as_secs_f64();
+    let faults = layer.counters().cow_faults - before;
+    drop(b);
+    drop(a);
+    let per_fault_us = fault_s * 1e6 / n as f64;
+    if json {
+        println!(
+            "{{\"bytes\":{size},\"pages\":{pages},\"populate_s\":{populate:.3},\"fork_us\":{:.3},\"fault_pages\":{n},\"cow_faults\":{faults},\"fault_us_per_page\":{per_fault_us:.3}}}",
+            fork_s * 1e6
+        );
+    } else {
+        println!(
+            "populated {pages} pages ({}) in {populate:.2} s",
+            crate::tools::human(size)
+        );
+        println!("fork: {:.2} us (median of {forks})", fork_s * 1e6);
+        println!("copy-on-write faults: {faults} in {fault_s:.3} s: {per_fault_us:.2} us per page");
+    }
+    Ok(())
+}
