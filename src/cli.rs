@@ -114,6 +114,14 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: crate::snapcli::SnapCmd,
     },
+    /// Merge identical file pages into one shared page, and all-zero pages into holes
+    /// (KSM-style; safe while the filesystem is in use). Default: the whole mount.
+    Dedup {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Files or directories to dedup (default: everything on the mount).
+        paths: Vec<PathBuf>,
+    },
     /// The page layer: fork-style address spaces over the page store (demo, bench).
     Pages {
         #[command(subcommand)]
@@ -182,6 +190,7 @@ fn run_cmd(cli: Cli) -> Result<()> {
         Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
         Cmd::Snapshot { cmd } => crate::snapcli::run(cmd),
         Cmd::Pages { cmd } => crate::vmcli::run(cmd),
+        Cmd::Dedup { mountpoint, paths } => crate::dedupcli::run(&mountpoint, &paths),
         Cmd::Fsck { .. } => Ok(()),
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod dedupcli;
 pub mod error;
 pub mod fuse;
 pub mod ids;

@@ -3,6 +3,7 @@
 
 use super::CowFuse;
 use super::abi::{self, CloneReq, F_FORCE, F_RANGE, F_RECURSIVE};
+use super::dedup_abi;
 use super::snapshot_abi::{IOC_SNAP, SnapAns, SnapOp, SnapReq};
 use crate::error::Error;
 use crate::ids::{Fh, Ino, SnapId};
@@ -51,6 +52,12 @@ impl CowFuse {
             abi::IOC_SPACE => self
                 .vcall("space", ino, false, |fs, i| fs.space(i))
                 .map(|s| abi::encode_space(&s)),
+            dedup_abi::IOC_DEDUP => {
+                let (op, run, from) =
+                    dedup_abi::decode_req(data).map_err(|e| Errno::from_i32(e.errno()))?;
+                self.dedup(ino, fh, op, run, from)
+                    .map(|s| dedup_abi::encode_ans(&s))
+            }
             IOC_SNAP => {
                 let r = SnapReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
                 self.snapshot(req, &r).map(|a| a.encode())
@@ -85,6 +92,35 @@ impl CowFuse {
         self.call("clone", |fs| {
             fs.clone_path(&cred, &r.src_path, src, ino, &r.name, opts)
         })
+    }
+
+    /// The dedup ioctl: one batch of a file opened by the caller (in the live tree), or
+    /// the end of a run (commit; the freed pages show as free space at once).
+    fn dedup(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        op: u32,
+        run: u64,
+        from: u64,
+    ) -> Result<crate::ns::DedupStats, Errno> {
+        match op {
+            dedup_abi::OP_STEP => self.call("dedup", |fs| {
+                if fs.handle_ino(fh)? != ino {
+                    return Err(Error::BadHandle);
+                }
+                if ino.split().0 != SnapId::LIVE {
+                    return Err(Error::ReadOnly);
+                }
+                fs.dedup_step(run, ino, from)
+            }),
+            dedup_abi::OP_FINISH => self.call("dedup finish", |fs| {
+                fs.dedup_finish();
+                fs.sync()?;
+                Ok(crate::ns::DedupStats::default())
+            }),
+            _ => Err(Errno::from_i32(Error::Invalid("unknown dedup op").errno())),
+        }
     }
 
     /// The snapshot ioctl: create, delete, rollback (root or the root directory's owner),

@@ -3,6 +3,7 @@
 
 pub mod abi;
 mod attr;
+pub mod dedup_abi;
 mod ioctl;
 mod ops;
 pub mod session;

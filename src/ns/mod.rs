@@ -4,6 +4,7 @@
 mod blob;
 mod clone;
 mod data;
+mod dedup;
 pub mod dir;
 mod fs;
 pub mod inode;
@@ -16,6 +17,7 @@ mod tree;
 mod xattr;
 
 pub use clone::{CloneOpts, Invalidate};
+pub use dedup::DedupStats;
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
 pub use inode::{Inode, Time};
 pub use snap::{
