@@ -67,3 +67,33 @@ pub struct Fh(pub u64);
 /// A commit sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Seq(pub u64);
+
+/// A fast hasher for page numbers (the store's page maps are hit on every operation; the
+/// keys are not chosen by users, so SipHash's flooding defence buys nothing there).
+#[derive(Default, Clone, Copy)]
+pub struct PageHasher(u64);
+
+impl std::hash::Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+}
+
+/// `BuildHasher` for maps keyed by page number.
+pub type PageHash = std::hash::BuildHasherDefault<PageHasher>;
+/// A map keyed by page number.
+pub type PageMap<V> = std::collections::HashMap<PageNo, V, PageHash>;
+/// A set of page numbers.
+pub type PageSet = std::collections::HashSet<PageNo, PageHash>;

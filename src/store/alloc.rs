@@ -270,7 +270,10 @@ impl Store {
         let q = self.alloc_data()?;
         let mut buf = [0u8; PAGE_SIZE];
         if !old.is_zero() && data.len() < PAGE_SIZE {
-            self.read_data(old, 0, &mut buf)?;
+            // Through the mapping: the old page is in the page cache (it was just read or
+            // written), so this costs no system call.
+            self.check_data_page(old)?;
+            buf.copy_from_slice(&self.dev.view(old.0 * PS, PAGE_SIZE)?);
         }
         buf[off..off + data.len()].copy_from_slice(data);
         self.write_data(q, 0, &buf)?;

@@ -5,7 +5,6 @@ use super::layout::{PS, get32, get64, put32, put64};
 use crate::error::Result;
 use crate::ids::PageNo;
 use crate::page::{Backend, PAGE_SIZE, PageBuf};
-use std::collections::HashMap;
 
 const MAGIC: u64 = 0x4c4e_4a53_4657_4f43; // "COWFSJNL"
 const PER_INDEX_PAGE: usize = PAGE_SIZE / 8;
@@ -32,7 +31,7 @@ impl Journal {
     }
 
     /// Writes one record holding `pages` and syncs it. When this returns the commit is durable.
-    pub fn write(&mut self, seq: u64, pages: &HashMap<PageNo, Box<PageBuf>>) -> Result<()> {
+    pub fn write(&mut self, seq: u64, pages: &crate::ids::PageMap<Box<PageBuf>>) -> Result<()> {
         let mut order: Vec<PageNo> = pages.keys().copied().collect();
         order.sort();
         let n = order.len();
@@ -124,7 +123,7 @@ mod tests {
     fn write_read_and_torn() {
         let mut j = Journal::new(Box::new(MemBackend::new()));
         assert!(j.read().expect("read").is_none());
-        let mut pages = HashMap::new();
+        let mut pages = crate::ids::PageMap::default();
         for p in [3u64, 9, 700] {
             let mut b = Box::new([0u8; PAGE_SIZE]);
             b[0] = p as u8;

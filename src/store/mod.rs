@@ -14,11 +14,10 @@ pub use layout::Kind;
 pub use superblock::{ROOT_SLOTS, Superblock};
 
 use crate::error::{Error, Result};
-use crate::ids::PageNo;
+use crate::ids::{PageMap, PageNo, PageSet};
 use crate::page::{Backend, PAGE_SIZE, PageBuf};
 use journal::Journal;
 use layout::PS;
-use std::collections::{HashMap, HashSet};
 
 /// Counters kept in memory for `cowfs stats` and the tests.
 #[derive(Debug, Default, Clone)]
@@ -38,7 +37,7 @@ pub struct Counters {
 /// What an operation changed, to put back if it fails half way (see `begin_op`).
 struct Undo {
     /// Each dirty page touched: its dirty content before the operation (`None`: not dirty).
-    pages: HashMap<PageNo, Option<Box<PageBuf>>>,
+    pages: PageMap<Option<Box<PageBuf>>>,
     sb: Superblock,
     pending_len: usize,
     shrunk_added: Vec<PageNo>,
@@ -49,12 +48,12 @@ pub struct Store {
     dev: Box<dyn Backend>,
     journal: Journal,
     sb: Superblock,
-    dirty: HashMap<PageNo, Box<PageBuf>>,
-    verified: HashSet<PageNo>,
+    dirty: PageMap<Box<PageBuf>>,
+    verified: PageSet,
     pending: Vec<PageNo>,
     /// Pages whose count fell to 1 in the open transaction: the last commit may still see
     /// them shared, so they must not be written in place until the next commit.
-    shrunk: HashSet<PageNo>,
+    shrunk: PageSet,
     data_dirty: bool,
     counters: Counters,
     undo: Option<Undo>,
@@ -118,10 +117,10 @@ impl Store {
             dev,
             journal,
             sb,
-            dirty: HashMap::new(),
-            verified: HashSet::new(),
+            dirty: PageMap::default(),
+            verified: PageSet::default(),
             pending: Vec::new(),
-            shrunk: HashSet::new(),
+            shrunk: PageSet::default(),
             data_dirty: false,
             counters: Counters::default(),
             undo: None,
@@ -208,7 +207,7 @@ impl Store {
         self.dev.write(p.0 * PS + off as u64, buf)
     }
 
-    fn check_data_page(&self, p: PageNo) -> Result<()> {
+    pub(super) fn check_data_page(&self, p: PageNo) -> Result<()> {
         if p.0 >= self.total_pages() || p.0 % layout::GROUP_PAGES == 1 {
             return Err(Error::corrupt(p.0, "data page number out of range"));
         }
@@ -219,7 +218,7 @@ impl Store {
     /// so an operation that fails half way (ENOSPC, say) leaves no trace.
     pub fn begin_op(&mut self) {
         self.undo = Some(Undo {
-            pages: HashMap::new(),
+            pages: PageMap::default(),
             sb: self.sb.clone(),
             pending_len: self.pending.len(),
             shrunk_added: Vec::new(),
