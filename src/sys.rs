@@ -100,14 +100,18 @@ pub fn umount(path: &std::path::Path) -> io::Result<()> {
     check(unsafe { libc::umount2(c.as_ptr(), 0) })
 }
 
-/// Drops the pages of `off..off+len` of a shared file mapping from this process's page
-/// tables (they stay in the page cache, dirty ones still to be written back), so the
-/// daemon's RSS stays small.
+/// Drops the pages of `off..off+len` of a mapping from this process's page tables. Over a
+/// shared file mapping they stay in the page cache (dirty ones still to be written back),
+/// so the daemon's RSS stays small; over anonymous memory (`page::AnonBackend`, only for
+/// bytes past the device's end) they are freed and read as zeros if touched again.
 pub fn drop_resident(map: &MmapMut, off: usize, len: usize) -> io::Result<()> {
-    // SAFETY: the mapping is MAP_SHARED over a file: MADV_DONTNEED only unmaps the pages;
-    // later accesses fault them back in from the page cache with the same contents (dirty
-    // data is carried over to the page cache when the PTEs are zapped), so no reference into
-    // the mapping observes a change. memmap2 checks the range against the mapping.
+    // SAFETY: over a MAP_SHARED file mapping, MADV_DONTNEED only unmaps the pages; later
+    // accesses fault them back in from the page cache with the same contents (dirty data is
+    // carried over to the page cache when the PTEs are zapped), so no reference into the
+    // mapping observes a change. Over private anonymous memory the range is past the end of
+    // the device, which no caller reads (every access is checked against the length), and
+    // `&MmapMut` cannot be held across the `&mut self` call that shrinks it. memmap2 checks
+    // the range against the mapping.
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len) }
 }
 

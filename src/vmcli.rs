@@ -2,7 +2,8 @@
 
 use crate::cli::parse_size;
 use crate::error::{Error, Result};
-use crate::store::open_dir;
+use crate::page::AnonBackend;
+use crate::store::{Store, open_dir};
 use crate::vm::{self, PageLayer};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ pub enum PagesCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Scratch store directory (default: a temporary one, removed afterwards).
+        /// Put the page store on disk in this empty directory (default: in memory).
         #[arg(long)]
         store: Option<PathBuf>,
     },
@@ -39,59 +40,35 @@ pub enum PagesCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Scratch store directory (default: a temporary one, removed afterwards).
+        /// Put the page store on disk in this empty directory (default: in memory).
         #[arg(long)]
         store: Option<PathBuf>,
     },
 }
 
-/// A scratch store directory, removed on drop when we made it.
-struct Scratch {
-    path: PathBuf,
-    ours: bool,
-}
-
-impl Scratch {
-    fn new(given: Option<PathBuf>) -> Result<Scratch> {
-        if let Some(p) = given {
-            return Ok(Scratch {
-                path: p,
-                ours: false,
-            });
-        }
-        let path = std::env::temp_dir().join(format!("cowfs-pages-{}", std::process::id()));
-        Ok(Scratch { path, ours: true })
+/// The page layer the subcommands run on: a fresh page store in anonymous memory (like a
+/// process's memory, the default), or on disk in an empty directory (`--store DIR`: the
+/// page file the mounted file system uses, fsync'd on commit).
+fn layer(store: Option<PathBuf>) -> Result<PageLayer> {
+    let Some(path) = store else {
+        let s = Store::create(Box::new(AnonBackend::new()?), Box::new(AnonBackend::new()?))?;
+        return Ok(PageLayer::new(s));
+    };
+    if !crate::store::dir::is_blank(&path)? {
+        return Err(Error::BadStore(format!(
+            "{}: the page layer needs an empty scratch directory",
+            path.display()
+        )));
     }
-
-    fn layer(&self) -> Result<PageLayer> {
-        if !crate::store::dir::is_blank(&self.path)? {
-            return Err(Error::BadStore(format!(
-                "{}: the page layer needs an empty scratch directory",
-                self.path.display()
-            )));
-        }
-        let (store, _, _lock) = open_dir(&self.path, true)?.into_parts();
-        Ok(PageLayer::new(store))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.ours
-            && let Err(e) = std::fs::remove_dir_all(&self.path)
-        {
-            log::warn!("cannot remove {}: {e}", self.path.display());
-        }
-    }
+    let (store, _, _lock) = open_dir(&path, true)?.into_parts();
+    Ok(PageLayer::new(store))
 }
 
 /// Runs one `pages` subcommand.
 pub fn run(cmd: PagesCmd) -> Result<()> {
     match cmd {
         PagesCmd::Demo { pages, json, store } => {
-            let dir = Scratch::new(store)?;
-            let layer = dir.layer()?;
-            let steps = vm::demo(&layer, pages)?;
+            let steps = vm::demo(&layer(store)?, pages)?;
             print_demo(&steps, json);
             Ok(())
         }
@@ -101,11 +78,7 @@ pub fn run(cmd: PagesCmd) -> Result<()> {
             fault_pages,
             json,
             store,
-        } => {
-            let dir = Scratch::new(store)?;
-            let layer = dir.layer()?;
-            bench(&layer, size, forks.max(1), fault_pages, json)
-        }
+        } => bench(&layer(store)?, size, forks.max(1), fault_pages, json),
     }
 }
 

@@ -1,10 +1,12 @@
 //! Bytes <-> pages: the storage backends.
 
+mod anon;
 mod crash;
 mod file;
 mod mem;
 mod mmap;
 
+pub use anon::AnonBackend;
 pub use crash::{CrashBackend, CrashImage, SyncLog};
 pub use file::FileBackend;
 pub use mem::MemBackend;
@@ -39,6 +41,18 @@ pub trait Backend: Send + Sync {
     }
     /// Copy `buf` to `off`.
     fn write(&mut self, off: u64, buf: &[u8]) -> Result<()>;
+    /// Fills the page at `to` with the page at `from` (zeros when `None`) with `data` laid
+    /// over it at byte `off`: a copy-on-write copy. The pages do not overlap, and
+    /// `off + data.len()` is at most a page.
+    fn copy_page(&mut self, from: Option<u64>, to: u64, off: usize, data: &[u8]) -> Result<()> {
+        let mut buf = [0u8; PAGE_SIZE];
+        if let Some(from) = from {
+            buf.copy_from_slice(&self.view(from, PAGE_SIZE)?);
+        }
+        buf[off..off + data.len()].copy_from_slice(data);
+        // One whole-page write (pwrite on the mmap backend: the new page is not faulted in).
+        self.write(to, &buf)
+    }
     /// Make every write so far durable.
     fn sync(&mut self) -> Result<()>;
 }

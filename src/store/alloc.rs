@@ -268,15 +268,15 @@ impl Store {
             return Ok(old);
         }
         let q = self.alloc_data()?;
-        let mut buf = [0u8; PAGE_SIZE];
-        if !old.is_zero() && data.len() < PAGE_SIZE {
-            // Through the mapping: the old page is in the page cache (it was just read or
-            // written), so this costs no system call.
+        self.check_data_page(q)?;
+        let from = if old.is_zero() || data.len() == PAGE_SIZE {
+            None
+        } else {
             self.check_data_page(old)?;
-            buf.copy_from_slice(&self.dev.view(old.0 * PS, PAGE_SIZE)?);
-        }
-        buf[off..off + data.len()].copy_from_slice(data);
-        self.write_data(q, 0, &buf)?;
+            Some(old.0 * PS)
+        };
+        self.data_dirty = true;
+        self.dev.copy_page(from, q.0 * PS, off, data)?;
         if !old.is_zero() {
             self.decref(old)?;
             self.counters.cow_copies += 1;

@@ -41,8 +41,20 @@ fn open_rw(path: &Path, create: bool) -> Result<File> {
         .open(path)?)
 }
 
+/// How long `lock` keeps trying: a lock can be held for a moment after its owner let go,
+/// by a process that is exiting or by a child forked in between (fork shares the open file
+/// description, and so the flock, until the child's exec closes it).
+const LOCK_TRIES: u32 = 20;
+const LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
 fn lock(file: &File, path: &Path) -> Result<()> {
-    if !crate::sys::try_lock(file) {
+    let mut tries = 1;
+    while !crate::sys::try_lock(file) {
+        if tries < LOCK_TRIES {
+            tries += 1;
+            std::thread::sleep(LOCK_PAUSE);
+            continue;
+        }
         return Err(bad(
             path,
             "store is in use by another cowfs process (locked)",

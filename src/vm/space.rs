@@ -163,10 +163,11 @@ impl AddressSpace {
         let mut s = layer.store();
         let mut at = 0;
         for (idx, off, n) in pieces(addr, data.len()) {
-            let old = self.map.get(&mut s, idx)?;
-            let new = self
-                .map
-                .modify(&mut s, idx, |s, p| s.write_cow(p, off, &data[at..at + n]))?;
+            let mut old = PageNo::ZERO;
+            let new = self.map.modify(&mut s, idx, |s, p| {
+                old = p;
+                s.write_cow(p, off, &data[at..at + n])
+            })?;
             if !old.is_zero() && new != old {
                 layer.inner.faults.fetch_add(1, Ordering::Relaxed);
             }
