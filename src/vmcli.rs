@@ -68,6 +68,9 @@ fn layer(store: Option<PathBuf>) -> Result<PageLayer> {
 pub fn run(cmd: PagesCmd) -> Result<()> {
     match cmd {
         PagesCmd::Demo { pages, json, store } => {
+            if store.is_none() {
+                fits_in_memory(pages.saturating_mul(PS), 1)?;
+            }
             let steps = vm::demo(&layer(store)?, pages)?;
             print_demo(&steps, json);
             Ok(())
@@ -78,7 +81,12 @@ pub fn run(cmd: PagesCmd) -> Result<()> {
             fault_pages,
             json,
             store,
-        } => bench(&layer(store)?, size, forks.max(1), fault_pages, json),
+        } => {
+            if store.is_none() {
+                fits_in_memory(size, fault_pages)?;
+            }
+            bench(&layer(store)?, size, forks.max(1), fault_pages, json)
+        }
     }
 }
 
@@ -125,6 +133,38 @@ fn print_demo(steps: &[vm::DemoStep], json: bool) {
         );
         println!();
     }
+}
+
+/// Refuses a bench whose pages would not fit in memory (the kernel would kill us instead of
+/// failing the allocation): SIZE, plus the pages the fork copies, plus an eighth for maps.
+fn fits_in_memory(size: u64, fault_pages: u64) -> Result<()> {
+    let copies = if fault_pages == 0 {
+        size
+    } else {
+        (fault_pages * PS).min(size)
+    };
+    let need = size.saturating_add(copies).saturating_add(size / 8);
+    let Some(avail) = mem_available() else {
+        return Ok(());
+    };
+    if need > avail {
+        return Err(Error::BadStore(format!(
+            "{} of pages in memory needs about {}, and {} is available; \
+             ask for fewer pages, or put them on disk with --store DIR",
+            crate::tools::human(size),
+            crate::tools::human(need),
+            crate::tools::human(avail)
+        )));
+    }
+    Ok(())
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
