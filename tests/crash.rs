@@ -180,3 +180,58 @@ fn crash_after_every_sync_point() {
     }
     assert!(seen.len() >= 6, "cuts landed on commits {seen:?}");
 }
+
+/// A clone shares its source's map root; unlinking the clone and then overwriting the
+/// source in the same transaction must not change, in place, the data page the committed
+/// clone still reads (a crash before the next commit brings the clone back). Cut after
+/// every sync of that transaction: the clone reads its old bytes, or is gone.
+#[test]
+fn unlinked_clone_keeps_its_bytes_until_the_unlink_commits() {
+    for len in [4usize, 4096, 3 << 20] {
+        let log = SyncLog::default();
+        let dev = CrashBackend::logged(Vec::new(), log.clone(), 0);
+        let jnl = CrashBackend::logged(Vec::new(), log.clone(), 1);
+        let store = Store::create(Box::new(dev), Box::new(jnl)).expect("create");
+        let mut fs = Fs::new(store, None).expect("fs");
+        let a = create(&mut fs, "a");
+        let old = vec![b'o'; len];
+        fs.write(a, 0, &old).expect("write");
+        fs.begin_op();
+        let r = fs.clone_path(
+            &cowfs::ns::perm::Cred::root(),
+            b"a",
+            a,
+            Ino::ROOT,
+            b"b",
+            cowfs::ns::CloneOpts::default(),
+        );
+        fs.end_op(r.is_ok());
+        r.expect("clone");
+        fs.sync().expect("sync");
+        let from = log.lock().map(|l| l.len()).unwrap_or(0);
+        fs.unlink(Ino::ROOT, b"b").expect("unlink");
+        fs.write(a, 0, &vec![b'N'; len]).expect("overwrite");
+        fs.sync().expect("sync");
+        let to = log.lock().map(|l| l.len()).unwrap_or(0);
+        assert!(to > from, "the second commit synced");
+        for k in from..=to {
+            let dev = CrashBackend::new(CrashBackend::image_at(&log, k, 0));
+            let jnl = CrashBackend::new(CrashBackend::image_at(&log, k, 1));
+            let store = Store::open(Box::new(dev), Box::new(jnl)).expect("open");
+            let mut fs = Fs::new(store, None).expect("fs");
+            let rep = check(fs.store()).expect("check");
+            assert!(
+                rep.problems.is_empty(),
+                "len {len} cut {k}: {:?}",
+                rep.problems
+            );
+            if let Ok((b, _)) = fs.lookup(Ino::ROOT, b"b") {
+                let got = fs.read(b, 0, len as u32).expect("read b");
+                assert!(
+                    got == old,
+                    "len {len} cut {k}: the clone came back with new bytes"
+                );
+            }
+        }
+    }
+}

@@ -63,17 +63,30 @@ fn new_node(s: &mut Store, level: u8) -> Result<PageNo> {
 }
 
 /// Returns a node at `level` that this map alone references, copying `p` if it is shared
+/// (or was at the last commit: `Store::shared_at_last_commit`)
 /// (the copy takes a reference on each child) and creating one if `p` is a hole.
 fn exclusive(s: &mut Store, p: PageNo, level: u8) -> Result<PageNo> {
     if p.is_zero() {
         return new_node(s, level);
     }
-    if s.refcount(p)? == 1 {
+    let alone = s.refcount(p)? == 1;
+    if alone && !s.shared_at_last_commit(p) {
         return Ok(p);
     }
     let q = s.copy_meta(p, Kind::MapNode)?;
-    for e in node_entries(s, q)? {
-        s.incref(PageNo(e))?;
+    let entries = node_entries(s, q)?;
+    for e in &entries {
+        s.incref(PageNo(*e))?;
+    }
+    if alone {
+        // `p` was shared at the last commit and dies now: its references go, and a child
+        // it held alone drops from 2 back to 1, which marks the child shared at the last
+        // commit too. So the pages under it are copied, not changed in place, until the
+        // next commit: a crash before it brings back the other holder, still reading the
+        // old bytes through the committed `p`.
+        for e in &entries {
+            s.decref(PageNo(*e))?;
+        }
     }
     s.decref(p)?;
     Ok(q)

@@ -260,6 +260,13 @@ impl Store {
         }
     }
 
+    /// True when `p`'s count fell to 1 since the last commit: the committed state may still
+    /// reach it through another holder, so it must not be changed in place before the next
+    /// commit (data pages are not journaled).
+    pub fn shared_at_last_commit(&self, p: PageNo) -> bool {
+        self.shrunk.contains(&p)
+    }
+
     pub(super) fn note_shrunk(&mut self, p: PageNo) {
         if self.shrunk.insert(p)
             && let Some(u) = self.undo.as_mut()

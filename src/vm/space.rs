@@ -196,8 +196,8 @@ impl AddressSpace {
         self.map.get(&mut self.layer.store(), addr / PS)
     }
 
-    /// References per page reachable from this space: how many table entries point at
-    /// each page, counting a shared subtree once per reference (for tests and the demo).
+    /// Every page reachable from this space with its level: -1 for a data page, 0 and up
+    /// for table pages (a leaf table is 0), for tests and the demo.
     pub fn mapped(&self) -> Result<HashMap<PageNo, i32>> {
         let mut out = HashMap::new();
         self.map.walk(&mut self.layer.store(), &mut |p, level| {
