@@ -30,6 +30,10 @@ import subprocess
 import sys
 
 
+# Snapshots kept at most: every check reads every file of every snapshot back.
+MAX_SNAPSHOTS = 8
+
+
 def append(state, line):
     state.write(line + "\n")
     state.flush()
@@ -197,7 +201,7 @@ def run(mnt, state_path, cycle):
             try:
                 if op == "durable":
                     name = f"d-{cycle}-{n}"
-                    data = rnd.randbytes(rnd.choice([0, 100, 4096, 70000, 1 << 20]))
+                    data = rnd.randbytes(rnd.choice([0, 100, 4096, 70000, 300000]))
                     with open(os.path.join(mnt, name), "wb") as f:
                         f.write(data)
                         f.flush()
@@ -209,7 +213,7 @@ def run(mnt, state_path, cycle):
                     with open(path, "ab+") as f:
                         f.seek(rnd.randint(0, 4 << 20))
                         f.write(rnd.randbytes(rnd.randint(1, 2 << 20)))
-                elif op == "create":
+                elif op == "create" and len(m.snaps) + len(m.maybe) < MAX_SNAPSHOTS:
                     name = f"s-{cycle}-{n}"
                     args = ["create", mnt, name] + (["--writable"] if rnd.random() < 0.3 else [])
                     append(state, f"S+ {name}")
@@ -217,7 +221,7 @@ def run(mnt, state_path, cycle):
                     if cli(*args):
                         append(state, f"S {name}")
                         m.apply(f"S {name}")
-                elif op == "delete" and len(m.snaps) > 3:
+                elif (op == "delete" and len(m.snaps) > 3) or (op == "create" and m.snaps):
                     name = rnd.choice(sorted(m.snaps))
                     append(state, f"D+ {name}")
                     m.apply(f"D+ {name}")
