@@ -22,20 +22,11 @@ checked_bytes=0
 checked_files=0
 cycles_run=0
 for c in $(seq 1 "$CYCLES"); do
-    if ! "$COWFS" mount --commit-interval 1 "$STORE" "$MNT" >>"$TEST_TMP/mount.log" 2>&1; then
+    if ! kill9_cycle "$STORE" "$MNT" "$c" 1.7 \
+        python3 "$(dirname "${BASH_SOURCE[0]}")/crash_workload.py" "$MNT" "$MANIFEST" "$c" "$c" "$COWFS"; then
         not_ok "cycle $c: mount"
         break
     fi
-    pid="$(daemon_pids "$MNT" | head -n 1)"
-    python3 "$(dirname "${BASH_SOURCE[0]}")/crash_workload.py" "$MNT" "$MANIFEST" "$c" "$c" "$COWFS" \
-        >>"$TEST_TMP/workload.log" 2>&1 &
-    wl=$!
-    sleep "$(awk -v s="$c" 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * 1.7 }')"
-    kill -9 "$pid" 2>/dev/null
-    kill -9 "$wl" 2>/dev/null
-    wait "$wl" 2>/dev/null
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
-    umount -l "$MNT" 2>/dev/null
     if ! "$COWFS" fsck "$STORE" >"$TEST_TMP/fsck.out" 2>&1; then
         fsck_bad=$((fsck_bad + 1))
         note "cycle $c: fsck says:"

@@ -8,6 +8,7 @@
 #   cowfs_mount STORE MNT   `$COWFS mount STORE MNT`, then checks MNT is a fuse mount in /proc/mounts
 #   cowfs_umount MNT    `$COWFS umount MNT` (fallback: umount, umount -l); waits for the daemon to exit
 #   cowfs_alive MNT     the mount is still there and answers stat within 10 s
+#   kill9_cycle STORE MNT SEED SPAN CMD...  mount, run CMD, kill -9 both at a random moment
 #   check DESC CMD...   runs CMD; prints "ok - DESC" or "not ok - DESC" (with CMD's output) and counts
 #   check_eq DESC EXPECTED ACTUAL
 #   ok DESC / not_ok DESC [DETAIL...] / skip DESC REASON / note TEXT
@@ -176,6 +177,27 @@ cowfs_alive() {
     echo "$why" >&2
     show_daemon_log "$mnt" >&2
     return 1
+}
+
+# kill9_cycle STORE MNT SEED SPAN CMD...: mounts STORE at MNT (commits every second), runs
+# CMD in the background, and after 0.3 + rand(SEED) * SPAN seconds kills the daemon and CMD
+# with SIGKILL, waits for the daemon to be gone and detaches the dead mount. Fails (without
+# running CMD) if the mount fails. Mount output goes to $TEST_TMP/mount.log, CMD's to
+# $TEST_TMP/workload.log.
+kill9_cycle() {
+    local store=$1 mnt=$2 seed=$3 span=$4 pid wl
+    shift 4
+    "$COWFS" mount --commit-interval 1 "$store" "$mnt" >>"$TEST_TMP/mount.log" 2>&1 || return 1
+    pid="$(daemon_pids "$mnt" | head -n 1)"
+    "$@" >>"$TEST_TMP/workload.log" 2>&1 &
+    wl=$!
+    sleep "$(awk -v s="$seed" -v n="$span" 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * n }')"
+    kill -9 "$pid" 2>/dev/null
+    kill -9 "$wl" 2>/dev/null
+    wait "$wl" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+    umount -l "$mnt" 2>/dev/null
+    return 0
 }
 
 # ------------------------------------------------------------------ cleanup guard
