@@ -48,11 +48,12 @@ pub enum PagesCmd {
 
 /// The page layer the subcommands run on: a fresh page store in anonymous memory (like a
 /// process's memory, the default), or on disk in an empty directory (`--store DIR`: the
-/// page file the mounted file system uses, fsync'd on commit).
-fn layer(store: Option<PathBuf>) -> Result<PageLayer> {
+/// page file the mounted file system uses, fsync'd on commit). With a directory, the
+/// store's lock comes back too: hold it while the layer is in use.
+fn layer(store: Option<PathBuf>) -> Result<(PageLayer, Option<std::fs::File>)> {
     let Some(path) = store else {
         let s = Store::create(Box::new(AnonBackend::new()?), Box::new(AnonBackend::new()?))?;
-        return Ok(PageLayer::new(s));
+        return Ok((PageLayer::new(s), None));
     };
     if !crate::store::dir::is_blank(&path)? {
         return Err(Error::BadStore(format!(
@@ -60,8 +61,8 @@ fn layer(store: Option<PathBuf>) -> Result<PageLayer> {
             path.display()
         )));
     }
-    let (store, _, _lock) = open_dir(&path, true)?.into_parts();
-    Ok(PageLayer::new(store))
+    let (store, _, lock) = open_dir(&path, true)?.into_parts();
+    Ok((PageLayer::new(store), Some(lock)))
 }
 
 /// Runs one `pages` subcommand.
@@ -71,7 +72,8 @@ pub fn run(cmd: PagesCmd) -> Result<()> {
             if store.is_none() {
                 fits_in_memory(pages.saturating_mul(PS), 1)?;
             }
-            let steps = vm::demo(&layer(store)?, pages)?;
+            let (layer, _lock) = layer(store)?;
+            let steps = vm::demo(&layer, pages)?;
             print_demo(&steps, json);
             Ok(())
         }
@@ -85,7 +87,8 @@ pub fn run(cmd: PagesCmd) -> Result<()> {
             if store.is_none() {
                 fits_in_memory(size, fault_pages)?;
             }
-            bench(&layer(store)?, size, forks.max(1), fault_pages, json)
+            let (layer, _lock) = layer(store)?;
+            bench(&layer, size, forks.max(1), fault_pages, json)
         }
     }
 }

@@ -62,9 +62,10 @@ fn new_node(s: &mut Store, level: u8) -> Result<PageNo> {
     Ok(p)
 }
 
-/// Returns a node at `level` that this map alone references, copying `p` if it is shared
-/// (or was at the last commit: `Store::shared_at_last_commit`)
-/// (the copy takes a reference on each child) and creating one if `p` is a hole.
+/// Returns a node at `level` that this map alone references and may change in place:
+/// `p` itself if its count is 1 and it was not shared at the last commit
+/// (`Store::shared_at_last_commit`); otherwise a copy, which takes a reference on each
+/// child; a new node if `p` is a hole.
 fn exclusive(s: &mut Store, p: PageNo, level: u8) -> Result<PageNo> {
     if p.is_zero() {
         return new_node(s, level);

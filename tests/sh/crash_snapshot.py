@@ -189,6 +189,15 @@ def cli(*args):
                           stderr=subprocess.DEVNULL).returncode == 0
 
 
+def step(state, m, tag, name, *args):
+    """One snapshot command: "TAG+ name" logged before it, "TAG name" once it returned."""
+    append(state, f"{tag}+ {name}")
+    m.apply(f"{tag}+ {name}")
+    if cli(*args):
+        append(state, f"{tag} {name}")
+        m.apply(f"{tag} {name}")
+
+
 def run(mnt, state_path, cycle):
     rnd = random.Random(int(cycle))
     m = load(state_path)
@@ -215,26 +224,14 @@ def run(mnt, state_path, cycle):
                         f.write(rnd.randbytes(rnd.randint(1, 2 << 20)))
                 elif op == "create" and len(m.snaps) + len(m.maybe) < MAX_SNAPSHOTS:
                     name = f"s-{cycle}-{n}"
-                    args = ["create", mnt, name] + (["--writable"] if rnd.random() < 0.3 else [])
-                    append(state, f"S+ {name}")
-                    m.apply(f"S+ {name}")
-                    if cli(*args):
-                        append(state, f"S {name}")
-                        m.apply(f"S {name}")
+                    extra = ["--writable"] if rnd.random() < 0.3 else []
+                    step(state, m, "S", name, "create", mnt, name, *extra)
                 elif (op == "delete" and len(m.snaps) > 3) or (op == "create" and m.snaps):
                     name = rnd.choice(sorted(m.snaps))
-                    append(state, f"D+ {name}")
-                    m.apply(f"D+ {name}")
-                    if cli("delete", mnt, name):
-                        append(state, f"D {name}")
-                        m.apply(f"D {name}")
+                    step(state, m, "D", name, "delete", mnt, name)
                 elif op == "rollback" and m.snaps:
                     name = rnd.choice(sorted(m.snaps))
-                    append(state, f"R+ {name}")
-                    m.apply(f"R+ {name}")
-                    if cli("rollback", mnt, name):
-                        append(state, f"R {name}")
-                        m.apply(f"R {name}")
+                    step(state, m, "R", name, "rollback", mnt, name)
             except OSError:
                 pass
 
