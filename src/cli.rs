@@ -52,6 +52,9 @@ pub enum Cmd {
         /// kept in the store. Writes past it get ENOSPC; deleting still works.
         #[arg(long, value_parser = parse_size)]
         max_size: Option<u64>,
+        /// Turn off the kernel's writeback cache: every write(2) goes to the daemon at once.
+        #[arg(long)]
+        no_writeback_cache: bool,
     },
     /// Clone SRC to DST sharing every page (constant time, no space until written).
     ///
@@ -156,11 +159,13 @@ fn run_cmd(cli: Cli) -> Result<()> {
             threads,
             commit_interval,
             max_size,
+            no_writeback_cache,
         } => {
             let opts = MountOpts {
                 threads,
                 commit_secs: commit_interval,
                 max_size,
+                writeback: !no_writeback_cache,
             };
             if foreground {
                 mount_foreground(&store, &mountpoint, &opts)
@@ -281,6 +286,7 @@ fn mount_background(
         .arg("--commit-interval")
         .arg(opts.commit_secs.to_string())
         .args(opts.max_size.map(|m| format!("--max-size={m}")))
+        .args((!opts.writeback).then_some("--no-writeback-cache"))
         .arg(&store)
         .arg(&mnt)
         .stdin(Stdio::null())

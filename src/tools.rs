@@ -73,6 +73,9 @@ pub fn clone(src: &Path, dst: &Path, a: CloneArgs) -> Result<()> {
             .open(dst)
             .map_err(|e| io_err("cannot open", dst, e))?;
         check_same_dev(&meta, &f.metadata()?, dst)?;
+        // Bytes the kernel still caches for the destination reach the daemon first, so
+        // they cannot land over the clone later.
+        f.sync_all().map_err(|e| io_err("cannot sync", dst, e))?;
         return send(&f, &mut req, dst);
     }
     let dst = match std::fs::metadata(dst) {

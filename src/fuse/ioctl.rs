@@ -157,7 +157,7 @@ impl CowFuse {
                 // The kernel may hold the name in .snapshots (or its absence): drop it.
                 self.invalidate(&Invalidate {
                     entries: vec![(Ino::SNAPDIR, r.name.clone())],
-                    ranges: Vec::new(),
+                    ..Invalidate::default()
                 });
                 Ok(a)
             }
@@ -185,6 +185,15 @@ impl CowFuse {
         }
     }
 
+    /// Drops the kernel's cached attributes of `i` (not its pages).
+    pub(super) fn forget_attrs(&self, i: Ino) {
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(INodeNo(i.0), -1, 0)
+        {
+            log::debug!("inval_inode (attributes): {e}");
+        }
+    }
+
     /// Drops the kernel's cached entries and pages that a clone replaced.
     fn invalidate(&self, inv: &Invalidate) {
         let Some(n) = self.notifier.get() else {
@@ -199,6 +208,11 @@ impl CowFuse {
             let len = i64::try_from(*len).unwrap_or(-1);
             if let Err(e) = n.inval_inode(INodeNo(i.0), *off as i64, len) {
                 log::debug!("inval_inode: {e}");
+            }
+        }
+        for (i, off, bytes) in &inv.grown {
+            if let Err(e) = n.store(INodeNo(i.0), *off, bytes) {
+                log::debug!("notify store: {e}");
             }
         }
     }

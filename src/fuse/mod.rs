@@ -3,6 +3,7 @@
 
 pub mod abi;
 mod attr;
+mod data;
 pub mod dedup_abi;
 mod ioctl;
 mod ops;
@@ -13,12 +14,14 @@ mod views;
 use crate::error::{Error, Result};
 use crate::ns::Fs;
 use fuser::Errno;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-/// How long the kernel may cache attributes and entries.
-pub const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and entries. Long, because nothing changes
+/// them behind the kernel's back without an explicit invalidation (clone, rollback).
+pub const TTL: Duration = Duration::from_secs(60);
 
 /// Uncommitted metadata that forces a commit, in bytes.
 pub const COMMIT_BYTES: usize = 64 << 20;
@@ -26,7 +29,38 @@ pub const COMMIT_BYTES: usize = 64 << 20;
 /// The filesystem as fuser sees it.
 pub struct CowFuse {
     fs: Arc<Mutex<Fs>>,
+    /// Data reads and writes hold it shared while their bytes move without the `fs` lock;
+    /// every other request (and the background commits) holds it exclusive, so nothing
+    /// shares, reuses or commits pages under a copy in flight (see `ns::io`). Taken
+    /// before `fs`, never after.
+    gate: Arc<RwLock<()>>,
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
+    writeback: bool,
+}
+
+thread_local! {
+    /// Set while this thread holds the gate shared for a data request.
+    static IN_DATA: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The gate held shared by a data request; the steps it runs skip the gate.
+struct DataGuard<'a> {
+    _g: std::sync::RwLockReadGuard<'a, ()>,
+}
+
+impl<'a> DataGuard<'a> {
+    fn new(gate: &'a RwLock<()>) -> Self {
+        let g = gate.read().unwrap_or_else(PoisonError::into_inner);
+        IN_DATA.set(true);
+        DataGuard { _g: g }
+    }
+}
+
+impl Drop for DataGuard<'_> {
+    fn drop(&mut self) {
+        IN_DATA.set(false);
+    }
 }
 
 fn lock(fs: &Mutex<Fs>) -> MutexGuard<'_, Fs> {
@@ -35,23 +69,41 @@ fn lock(fs: &Mutex<Fs>) -> MutexGuard<'_, Fs> {
 
 impl CowFuse {
     /// Wraps a shared filesystem.
-    pub fn new(fs: Arc<Mutex<Fs>>, notifier: Arc<OnceLock<fuser::Notifier>>) -> Self {
-        CowFuse { fs, notifier }
+    pub fn new(
+        fs: Arc<Mutex<Fs>>,
+        gate: Arc<RwLock<()>>,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+        writeback: bool,
+    ) -> Self {
+        CowFuse {
+            fs,
+            gate,
+            notifier,
+            writeback,
+        }
     }
 
-    /// Runs `f` on the filesystem under its lock. A panic becomes EIO and a log line, so
-    /// one bad request cannot take the mount down.
+    /// Runs `f` on the filesystem under its lock, and the gate exclusive unless this
+    /// thread holds it shared already (a data request's steps). A panic becomes EIO and a
+    /// log line, so one bad request cannot take the mount down.
     fn call<T>(
         &self,
         what: &str,
         f: impl FnOnce(&mut Fs) -> Result<T>,
     ) -> std::result::Result<T, Errno> {
+        let _gate = if IN_DATA.get() {
+            None
+        } else {
+            Some(self.gate.write().unwrap_or_else(PoisonError::into_inner))
+        };
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut fs = lock(&self.fs);
             fs.begin_op();
             let r = f(&mut fs);
             fs.end_op(r.is_ok());
+            // A data request's steps never commit: other copies may be in flight.
             if r.is_ok()
+                && !IN_DATA.get()
                 && let Err(e) = fs.commit_if_over(COMMIT_BYTES)
             {
                 log::error!("commit failed: {e}");

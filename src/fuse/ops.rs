@@ -1,13 +1,13 @@
 //! `impl Filesystem`: one short method per request.
 
 use super::attr::{kind_type, time_set};
-use super::views::{attr_of, reserved};
+use super::views::{Entry, attr_of, entry_of, reserved};
 use super::{CowFuse, TTL};
 use crate::ids::{Fh, Ino};
 use crate::ns::{Ctx, SetAttr, Time};
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
-    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -36,9 +36,9 @@ fn check_name(parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
     Ok(())
 }
 
-fn entry(reply: ReplyEntry, r: Result<FileAttr, Errno>) {
+fn entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
     match r {
-        Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+        Ok((a, g)) => reply.entry(&TTL, &a, Generation(g)),
         Err(e) => reply.error(e),
     }
 }
@@ -63,10 +63,18 @@ fn xattr_reply(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
 
 impl fuser::Filesystem for CowFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        for flag in [
+        let mut flags = vec![
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
-        ] {
+        ];
+        if self.writeback {
+            flags.push(InitFlags::FUSE_WRITEBACK_CACHE);
+        }
+        // We clear set-user-ID bits and capabilities on write, truncate and chown
+        // ourselves; in exchange the kernel stops asking for security.capability before
+        // every write (SB_NOSEC), a round trip each.
+        flags.push(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        for flag in flags {
             if config.add_capabilities(flag).is_err() {
                 log::info!("kernel lacks {flag:?}");
             }
@@ -155,7 +163,7 @@ impl fuser::Filesystem for CowFuse {
         let r = check_name(parent, name).and_then(|()| {
             self.vcall("mknod", ino(parent), true, |fs, p| {
                 let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, rdev)?;
-                attr_of(fs, n, &i)
+                entry_of(fs, n, &i)
             })
         });
         entry(reply, r);
@@ -174,7 +182,7 @@ impl fuser::Filesystem for CowFuse {
             self.vcall("mkdir", ino(parent), true, |fs, p| {
                 let mode = libc::S_IFDIR | (mode & 0o7777);
                 let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, 0)?;
-                attr_of(fs, n, &i)
+                entry_of(fs, n, &i)
             })
         });
         entry(reply, r);
@@ -210,7 +218,7 @@ impl fuser::Filesystem for CowFuse {
             self.vcall("symlink", ino(parent), true, |fs, p| {
                 let t = target.as_os_str().as_bytes();
                 let (n, i) = fs.symlink(ctx(req, 0), p, name.as_bytes(), t)?;
-                attr_of(fs, n, &i)
+                entry_of(fs, n, &i)
             })
         });
         entry(reply, r);
@@ -247,7 +255,7 @@ impl fuser::Filesystem for CowFuse {
         let r = check_name(newparent, newname).and_then(|()| {
             self.vcall2("link", ino(i), ino(newparent), true, |fs, i, np| {
                 let inode = fs.link(i, np, newname.as_bytes())?;
-                attr_of(fs, i, &inode)
+                entry_of(fs, i, &inode)
             })
         });
         entry(reply, r);
@@ -266,7 +274,7 @@ impl fuser::Filesystem for CowFuse {
             Ok(fh)
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
     }
@@ -282,7 +290,7 @@ impl fuser::Filesystem for CowFuse {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vcall("read", ino(i), false, |fs, i| fs.read(i, offset, size)) {
+        match self.read_data(ino(i), offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
@@ -295,12 +303,13 @@ impl fuser::Filesystem for CowFuse {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wflags: WriteFlags,
+        wflags: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.vcall("write", ino(i), true, |fs, i| fs.write(i, offset, data)) {
+        let kill = wflags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.write_data(ino(i), offset, data, kill) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
@@ -333,12 +342,17 @@ impl fuser::Filesystem for CowFuse {
     fn fsync(
         &self,
         _req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.call("fsync", |fs| fs.sync()));
+        let r = self.call("fsync", |fs| fs.sync());
+        if r.is_ok() {
+            // With the writeback cache the kernel keeps stale st_blocks after writes.
+            self.forget_attrs(ino(i));
+        }
+        empty(reply, r);
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -489,16 +503,16 @@ impl fuser::Filesystem for CowFuse {
                 let mode = libc::S_IFREG | (mode & 0o7777);
                 let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, 0)?;
                 let fh = fs.open(n, flags)?;
-                Ok((attr_of(fs, n, &i)?, fh))
+                Ok((entry_of(fs, n, &i)?, fh))
             })
         });
         match r {
-            Ok((a, fh)) => reply.created(
+            Ok(((a, g), fh)) => reply.created(
                 &TTL,
                 &a,
-                Generation(0),
+                Generation(g),
                 FileHandle(fh.0),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(e),
         }

@@ -7,7 +7,7 @@ use crate::store::StoreDir;
 use fuser::{Config, MountOption, Session, SessionACL};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub struct MountOpts {
     pub commit_secs: u64,
     /// A new limit on the store's size, in bytes (0: none).
     pub max_size: Option<u64>,
+    /// Use the kernel's writeback cache.
+    pub writeback: bool,
 }
 
 impl Default for MountOpts {
@@ -28,6 +30,7 @@ impl Default for MountOpts {
             threads: 4,
             commit_secs: 5,
             max_size: None,
+            writeback: true,
         }
     }
 }
@@ -47,7 +50,23 @@ fn config(opts: &MountOpts) -> Config {
     c
 }
 
-fn spawn_committer(fs: Arc<Mutex<Fs>>, secs: u64, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+/// The filesystem with the gate data copies hold (see `CowFuse`): background work takes
+/// the gate exclusive, then the lock.
+#[derive(Clone)]
+struct Locked {
+    fs: Arc<Mutex<Fs>>,
+    gate: Arc<RwLock<()>>,
+}
+
+impl Locked {
+    fn with<T>(&self, f: impl FnOnce(&mut Fs) -> T) -> T {
+        let _g = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let mut fs = self.fs.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut fs)
+    }
+}
+
+fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let step = Duration::from_millis(100);
         let mut waited = Duration::ZERO;
@@ -58,8 +77,7 @@ fn spawn_committer(fs: Arc<Mutex<Fs>>, secs: u64, stop: Arc<AtomicBool>) -> thre
                 continue;
             }
             waited = Duration::ZERO;
-            let mut g = fs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Err(e) = g.sync() {
+            if let Err(e) = fs.with(|g| g.sync()) {
                 log::error!("background commit failed: {e}");
             }
         }
@@ -72,11 +90,10 @@ const RECLAIM_BUDGET: u64 = 4096;
 
 /// Frees deleted snapshots (and trees left by rollbacks) in the background, one bounded
 /// step per lock hold; commits when a table is done so its space shows at once.
-fn spawn_reclaimer(fs: Arc<Mutex<Fs>>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+fn spawn_reclaimer(fs: Locked, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            let (busy, failed) = {
-                let mut g = fs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (busy, failed) = fs.with(|g| {
                 if g.reclaim_pending() == 0 {
                     (false, false)
                 } else {
@@ -100,7 +117,7 @@ fn spawn_reclaimer(fs: Arc<Mutex<Fs>>, stop: Arc<AtomicBool>) -> thread::JoinHan
                         }
                     }
                 }
-            };
+            });
             let pauses = match (busy, failed) {
                 (_, true) => 50,
                 (true, _) => 0,
@@ -135,9 +152,10 @@ pub fn serve(
         store.set_max_size(m)?;
     }
     let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
+    let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
     let session = Session::new(
-        CowFuse::new(fs.clone(), notifier.clone()),
+        CowFuse::new(fs.clone(), gate.clone(), notifier.clone(), opts.writeback),
         mountpoint,
         &config(opts),
     )?;
@@ -154,8 +172,12 @@ pub fn serve(
         }
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let committer = spawn_committer(fs.clone(), opts.commit_secs, stop.clone());
-    let reclaimer = spawn_reclaimer(fs.clone(), stop.clone());
+    let locked = Locked {
+        fs: fs.clone(),
+        gate,
+    };
+    let committer = spawn_committer(locked.clone(), opts.commit_secs, stop.clone());
+    let reclaimer = spawn_reclaimer(locked, stop.clone());
     let run = session.run();
     stop.store(true, Ordering::Relaxed);
     let _ = committer.join();

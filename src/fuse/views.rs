@@ -35,6 +35,14 @@ pub fn snapdir_attr(fs: &mut Fs) -> Result<FileAttr> {
     Ok(file_attr(Ino::SNAPDIR, &i, 0))
 }
 
+/// A directory entry for the kernel: attributes and the inode number's generation.
+pub type Entry = (FileAttr, u64);
+
+/// The entry of local inode `n` in the current view.
+pub fn entry_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<Entry> {
+    Ok((attr_of(fs, n, i)?, fs.generation()))
+}
+
 /// Attributes of local inode `n` in the current view.
 pub fn attr_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<FileAttr> {
     let pages = fs.data_pages(i)?;
@@ -95,13 +103,9 @@ impl CowFuse {
     }
 
     /// lookup, including `.snapshots` and the snapshots in it.
-    pub(super) fn lookup_any(
-        &self,
-        parent: Ino,
-        name: &[u8],
-    ) -> std::result::Result<FileAttr, Errno> {
+    pub(super) fn lookup_any(&self, parent: Ino, name: &[u8]) -> std::result::Result<Entry, Errno> {
         if reserved(parent, name) {
-            return self.call("lookup", snapdir_attr);
+            return self.call("lookup", |fs| Ok((snapdir_attr(fs)?, fs.generation())));
         }
         if parent == Ino::SNAPDIR {
             return self.call("lookup", |fs| {
@@ -109,14 +113,14 @@ impl CowFuse {
                 fs.enter(id)?;
                 let r = fs
                     .lookup(Ino::ROOT, b".")
-                    .and_then(|(n, i)| attr_of(fs, n, &i));
+                    .and_then(|(n, i)| entry_of(fs, n, &i));
                 fs.leave();
                 r
             });
         }
         self.vcall("lookup", parent, false, |fs, p| {
             let (n, i) = fs.lookup(p, name)?;
-            attr_of(fs, n, &i)
+            entry_of(fs, n, &i)
         })
     }
 

@@ -22,6 +22,10 @@ pub struct Invalidate {
     pub entries: Vec<(Ino, Vec<u8>)>,
     /// File ranges rewritten: (inode, offset, length).
     pub ranges: Vec<(Ino, u64, u64)>,
+    /// Files that grew: (inode, offset, the bytes there up to the new end). With the
+    /// writeback cache the kernel keeps its own file size and takes a new one only from
+    /// such bytes pushed into its cache.
+    pub grown: Vec<(Ino, u64, Vec<u8>)>,
 }
 
 /// How to clone.
@@ -331,13 +335,20 @@ impl Fs {
             len.div_ceil(PS),
         )?;
         let now = Time::now();
+        let old_size = di.size;
         di.size = di.size.max(dst_end);
         di.mtime = now;
         di.ctime = now;
         self.put(dst, &di)?;
+        let mut grown = Vec::new();
+        if dst_end > old_size {
+            let at = (dst_end - 1) / PS * PS;
+            grown.push((dst, at, self.read(dst, at, (dst_end - at) as u32)?));
+        }
         Ok(Invalidate {
             entries: Vec::new(),
             ranges: vec![(dst, dst_off, len)],
+            grown,
         })
     }
 }

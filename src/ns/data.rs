@@ -15,7 +15,7 @@ pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
 pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
 
 /// Splits `off..off+len` into (page index, offset in page, length) pieces.
-fn pieces(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+pub(super) fn pieces(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
     let end = off + len;
     let mut pos = off;
     std::iter::from_fn(move || {
@@ -30,11 +30,11 @@ fn pieces(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
     })
 }
 
-fn relatime_due(i: &Inode, now: Time) -> bool {
+pub(super) fn relatime_due(i: &Inode, now: Time) -> bool {
     i.atime <= i.mtime || i.atime <= i.ctime || now.sec - i.atime.sec >= 24 * 3600
 }
 
-fn check_regular(i: Inode) -> Result<Inode> {
+pub(super) fn check_regular(i: Inode) -> Result<Inode> {
     if i.is_dir() {
         return Err(Error::IsDir);
     }
@@ -45,59 +45,9 @@ fn check_regular(i: Inode) -> Result<Inode> {
 }
 
 impl Fs {
-    fn regular(&mut self, ino: Ino) -> Result<Inode> {
+    pub(super) fn regular(&mut self, ino: Ino) -> Result<Inode> {
         let i = self.get(ino)?;
         check_regular(i)
-    }
-
-    /// Reads up to `size` bytes at `off`.
-    pub fn read(&mut self, ino: Ino, off: u64, size: u32) -> Result<Vec<u8>> {
-        let mut i = check_regular(self.peek(ino)?)?;
-        if off >= i.size {
-            return Ok(Vec::new());
-        }
-        let len = (size as u64).min(i.size - off);
-        let mut out = vec![0u8; len as usize];
-        let mut at = 0;
-        for (idx, in_page, n) in pieces(off, len) {
-            let p = i.map.get(&mut self.store, idx)?;
-            self.store.read_data(p, in_page, &mut out[at..at + n])?;
-            at += n;
-        }
-        let now = Time::now();
-        if relatime_due(&i, now) && self.check_view_writable().is_ok() {
-            i.atime = now;
-            self.put(ino, &i)?;
-        }
-        Ok(out)
-    }
-
-    /// Writes `data` at `off`; returns the bytes written.
-    pub fn write(&mut self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
-        let mut i = self.regular(ino)?;
-        let end = off.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
-        if end > MAX_FILE_SIZE {
-            return Err(Error::TooBig);
-        }
-        let mut at = 0;
-        let res: Result<()> = (|| {
-            for (idx, in_page, n) in pieces(off, data.len() as u64) {
-                i.map
-                    .write_data(&mut self.store, idx, in_page, &data[at..at + n])?;
-                at += n;
-            }
-            Ok(())
-        })();
-        if at == 0 {
-            res?;
-        }
-        // A partial write (say ENOSPC half way) reports what made it, like write(2).
-        i.size = i.size.max(off + at as u64);
-        let now = Time::now();
-        i.mtime = now;
-        i.ctime = now;
-        self.put(ino, &i)?;
-        Ok(at)
     }
 
     /// Zeroes `off..off+len` inside one page, the copy-on-write way (holes stay holes).

@@ -86,6 +86,19 @@ pub struct Fs {
     /// The tree the current operation works in (see `enter`): inode numbers inside the
     /// namespace are local to it; handles and kernel references use kernel numbers.
     view: SnapId,
+    /// Generation of the inode numbers given to the kernel: a rollback bumps it, so the
+    /// kernel drops every inode it cached (their sizes included, which it owns with the
+    /// writeback cache) instead of reusing one for the rolled-back file of that number.
+    generation: u64,
+}
+
+/// Clears set-user-ID, and set-group-ID when group execution is on (without it the bit
+/// means mandatory locking), as a write, truncate or chown does.
+pub(super) fn kill_suid(i: &mut Inode) {
+    i.mode &= !libc::S_ISUID;
+    if i.mode & libc::S_IXGRP != 0 {
+        i.mode &= !libc::S_ISGID;
+    }
 }
 
 /// `S_IFMT` bits as the directory-entry kind byte.
@@ -101,6 +114,7 @@ impl Fs {
             store,
             handles: HashMap::new(),
             next_fh: 1,
+            generation: 0,
             open: HashMap::new(),
             lookups: HashMap::new(),
             host_dir,
@@ -243,6 +257,16 @@ impl Fs {
         Ok(ino)
     }
 
+    /// The generation to give the kernel with an inode number (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Makes every inode number the kernel holds stale (after a rollback).
+    pub(super) fn bump_generation(&mut self) {
+        self.generation += 1;
+    }
+
     /// Kernel numbers of every inode the kernel may hold (to invalidate after a rollback).
     pub(super) fn known_inodes(&self) -> Vec<Ino> {
         let mut v: Vec<Ino> = self.lookups.keys().copied().collect();
@@ -265,6 +289,9 @@ impl Fs {
 
     /// Changes attributes: mode, owner, size, times.
     pub fn setattr(&mut self, ctx: Ctx, ino: Ino, a: &SetAttr) -> Result<Inode> {
+        if a.size.is_some() || a.uid.is_some() || a.gid.is_some() {
+            self.kill_capability(ino)?;
+        }
         let mut i = self.get(ino)?;
         let now = Time::now();
         if let Some(size) = a.size {
@@ -275,6 +302,11 @@ impl Fs {
                 return Err(Error::Invalid("truncate of a special file"));
             }
             self.truncate(&mut i, size)?;
+            // The kernel leaves this to us (FUSE_HANDLE_KILLPRIV_V2); only the superuser
+            // (CAP_FSETID) keeps the bits.
+            if ctx.uid != 0 && a.mode.is_none() {
+                kill_suid(&mut i);
+            }
             i.mtime = now;
             i.ctime = now;
         }
@@ -287,10 +319,7 @@ impl Fs {
             i.uid = a.uid.unwrap_or(i.uid);
             i.gid = a.gid.unwrap_or(i.gid);
             if !i.is_dir() && (ctx.uid != 0 || changes) && a.mode.is_none() {
-                i.mode &= !libc::S_ISUID;
-                if i.mode & libc::S_IXGRP != 0 {
-                    i.mode &= !libc::S_ISGID;
-                }
+                kill_suid(&mut i);
             }
             i.ctime = now;
         }
@@ -452,6 +481,16 @@ impl Fs {
     /// Makes everything so far durable.
     pub fn sync(&mut self) -> Result<()> {
         self.store.commit()
+    }
+
+    /// True when the uncommitted metadata has grown past `limit` bytes.
+    pub fn over_commit_limit(&self, limit: usize) -> bool {
+        self.store.dirty_bytes() > limit
+    }
+
+    /// A handle for data copies without the lock (see `ns::io`), when the store has one.
+    pub fn data_io(&self) -> Option<crate::page::DataIo> {
+        self.store.data_io()
     }
 
     /// Commits when the uncommitted metadata grows past `limit` bytes.

@@ -8,6 +8,7 @@ mod dedup;
 pub mod dir;
 mod fs;
 pub mod inode;
+mod io;
 pub mod itable;
 mod names;
 pub mod perm;

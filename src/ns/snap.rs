@@ -293,12 +293,14 @@ impl Fs {
         self.reap_unused_orphans()?;
         self.store.commit()?;
         log::info!("rolled back to snapshot '{}'", shown(name));
+        self.bump_generation();
         entries.extend(self.known_names(&known));
         entries.sort();
         entries.dedup();
         Ok(Invalidate {
             entries,
             ranges: known.into_iter().map(|k| (k, 0, u64::MAX)).collect(),
+            grown: Vec::new(),
         })
     }
 

@@ -74,6 +74,21 @@ impl Fs {
         self.put(ino, &i)
     }
 
+    /// Drops `security.capability`, as the kernel does on a write, truncate or chown (with
+    /// FUSE_HANDLE_KILLPRIV_V2 it leaves that to us). Cheap for a file without attributes.
+    pub(super) fn kill_capability(&mut self, ino: Ino) -> Result<()> {
+        if self.peek(ino)?.xattr_len == 0 {
+            return Ok(());
+        }
+        let mut all = self.load_xattrs(ino)?;
+        let n = all.len();
+        all.retain(|(k, _)| k.as_slice() != b"security.capability");
+        if all.len() != n {
+            self.save_xattrs(ino, &all)?;
+        }
+        Ok(())
+    }
+
     /// Sets attribute `name` (flags: XATTR_CREATE, XATTR_REPLACE).
     pub fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         check_name(name)?;

@@ -223,6 +223,20 @@ impl MapRoot {
         Ok(())
     }
 
+    /// Readies entry `idx` for a whole-page overwrite: makes the path to it exclusive and
+    /// returns its page when that may be written in place. `None`: the caller writes a
+    /// fresh page and maps it with `set` afterwards.
+    pub fn overwrite_in_place(&mut self, s: &mut Store, idx: u64) -> Result<Option<PageNo>> {
+        let mut target = None;
+        self.modify(s, idx, |s, old| {
+            if s.overwrite_in_place(old)? {
+                target = Some(old);
+            }
+            Ok(old)
+        })?;
+        Ok(target)
+    }
+
     /// An exclusive metadata payload page at `idx`, made or copied as needed.
     pub fn meta_for_write(&mut self, s: &mut Store, idx: u64, kind: Kind) -> Result<PageNo> {
         self.modify(s, idx, |s, old| {

@@ -14,6 +14,7 @@ pub struct MmapBackend {
     map: Option<MmapMut>,
     len: u64,
     touched: Mutex<Vec<u64>>,
+    io: super::DataIo,
 }
 
 /// The mapping is trimmed in regions of this many bytes (2 MiB: a large folio, or a
@@ -26,7 +27,9 @@ impl MmapBackend {
     /// Maps `file` whole.
     pub fn new(file: File) -> Result<Self> {
         let len = file.metadata()?.len();
+        let io = super::DataIo::new(file.try_clone()?);
         let mut b = MmapBackend {
+            io,
             file,
             map: None,
             len,
@@ -143,6 +146,10 @@ impl Backend for MmapBackend {
             map[o..o + buf.len()].copy_from_slice(buf);
         }
         Ok(())
+    }
+
+    fn data_io(&self) -> Option<super::DataIo> {
+        Some(self.io.clone())
     }
 
     fn sync(&mut self) -> Result<()> {

@@ -55,6 +55,38 @@ pub trait Backend: Send + Sync {
     }
     /// Make every write so far durable.
     fn sync(&mut self) -> Result<()>;
+    /// A handle for positioned I/O from many threads without `&mut self`, if the backend
+    /// is a plain file.
+    fn data_io(&self) -> Option<DataIo> {
+        None
+    }
+}
+
+/// Positioned reads and writes of the store file from any thread, no lock needed (a
+/// duplicate of the backend's descriptor). What may be read or written, and when, is the
+/// caller's business (see `ns::io`).
+#[derive(Debug, Clone)]
+pub struct DataIo(std::sync::Arc<std::fs::File>);
+
+impl DataIo {
+    /// Wraps an open store file.
+    pub fn new(file: std::fs::File) -> Self {
+        DataIo(std::sync::Arc::new(file))
+    }
+
+    /// Reads `buf.len()` bytes at `off`.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.read_exact_at(buf, off)?;
+        Ok(())
+    }
+
+    /// Writes `buf` at `off`.
+    pub fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.write_all_at(buf, off)?;
+        Ok(())
+    }
 }
 
 /// Checks that `off..off+len` lies inside a device of `size` bytes.

@@ -255,14 +255,12 @@ impl Store {
     /// Writes `data` at `off` of data page `old` the copy-on-write way and returns the page
     /// that now holds the result (the caller's reference on `old` is consumed):
     /// `old` itself when it has one reference (in place), else a fresh page holding a copy
-    /// of `old` (zeros for the zero page) with `data` laid over it. A page whose count fell
-    /// to 1 since the last commit is copied too: that commit may still share it, and an
-    /// in-place write would show up in the other file after a crash.
+    /// of `old` (zeros for the zero page) with `data` laid over it.
     pub fn write_cow(&mut self, old: PageNo, off: usize, data: &[u8]) -> Result<PageNo> {
         if off + data.len() > PAGE_SIZE {
             return Err(Error::Invalid("write crosses a page boundary"));
         }
-        if !old.is_zero() && self.refcount(old)? == 1 && !self.shrunk.contains(&old) {
+        if self.writable_in_place(old)? {
             self.write_data(old, off, data)?;
             self.counters.in_place_writes += 1;
             return Ok(old);
@@ -277,11 +275,38 @@ impl Store {
         };
         self.data_dirty = true;
         self.dev.copy_page(from, q.0 * PS, off, data)?;
+        self.drop_copied(old)?;
+        Ok(q)
+    }
+
+    /// Decides a whole-page overwrite of `old` and counts it: true to write it in place,
+    /// false to write a fresh page (mapped later, which drops `old`).
+    pub fn overwrite_in_place(&mut self, old: PageNo) -> Result<bool> {
+        if self.writable_in_place(old)? {
+            self.counters.in_place_writes += 1;
+            return Ok(true);
+        }
+        if !old.is_zero() {
+            self.counters.cow_copies += 1;
+            self.sb.cow_copies += 1;
+        }
+        Ok(false)
+    }
+
+    /// True when `old` has one reference now and had at most one at the last commit: a
+    /// page whose count fell to 1 since then may still be shared by that commit, and an
+    /// in-place write would show up in the other file after a crash.
+    fn writable_in_place(&mut self, old: PageNo) -> Result<bool> {
+        Ok(!old.is_zero() && self.refcount(old)? == 1 && !self.shrunk.contains(&old))
+    }
+
+    /// Drops the reference on a page that a write copied away from.
+    fn drop_copied(&mut self, old: PageNo) -> Result<()> {
         if !old.is_zero() {
             self.decref(old)?;
             self.counters.cow_copies += 1;
             self.sb.cow_copies += 1;
         }
-        Ok(q)
+        Ok(())
     }
 }

@@ -207,6 +207,36 @@ impl Store {
         self.dev.write(p.0 * PS + off as u64, buf)
     }
 
+    /// The store byte offset of byte `off` of data page `p`, for `n` bytes inside it.
+    pub fn data_offset(&self, p: PageNo, off: usize, n: usize) -> Result<u64> {
+        if p.is_zero() {
+            return Err(Error::corrupt(0, "the zero page has no bytes in the store"));
+        }
+        if off + n > PAGE_SIZE {
+            return Err(Error::Invalid("access crosses a page boundary"));
+        }
+        self.check_data_page(p)?;
+        Ok(p.0 * PS + off as u64)
+    }
+
+    /// Reads data bytes at a store offset from `data_offset` (runs of them may span pages).
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.dev.read(off, buf)
+    }
+
+    /// Writes data bytes at a store offset from `data_offset`.
+    pub fn write_at(&mut self, off: u64, buf: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.data_dirty = true;
+        self.dev.write(off, buf)
+    }
+
+    /// A handle for data reads and writes that needs no lock (see `DataIo`), when the
+    /// backend has one.
+    pub fn data_io(&self) -> Option<crate::page::DataIo> {
+        self.dev.data_io()
+    }
+
     pub(super) fn check_data_page(&self, p: PageNo) -> Result<()> {
         if p.0 >= self.total_pages() || p.0 % layout::GROUP_PAGES == 1 {
             return Err(Error::corrupt(p.0, "data page number out of range"));
