@@ -118,18 +118,36 @@ impl Fs {
         self.put(ino, &i)
     }
 
-    /// Gives every hole page in the range a zero-filled page of its own.
+    /// Gives every hole page in the range a zero-filled page of its own. The pages are
+    /// mapped first and zeroed after in runs of pages that follow each other in the store
+    /// (one write per run, not per page); nothing can read them in between, as this runs
+    /// under the lock and the gate, and a failure undoes the mapping.
     fn allocate(&mut self, i: &mut Inode, off: u64, len: u64) -> Result<()> {
-        let zero = [0u8; PAGE_SIZE];
         let last = (off + len).div_ceil(PS);
         let mut idx = off / PS;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         while idx < last {
             idx = match i.map.next_hole(&mut self.store, idx)? {
                 h if h >= last => break,
                 h => h,
             };
-            i.map.write_data(&mut self.store, idx, 0, &zero)?;
+            let q = self.store.alloc_data()?;
+            let at = self.store.data_offset(q, 0, PAGE_SIZE)?;
+            i.map.set(&mut self.store, idx, q)?;
+            match runs.last_mut() {
+                Some((start, n)) if *start + *n == at => *n += PS,
+                _ => runs.push((at, PS)),
+            }
             idx += 1;
+        }
+        static ZEROS: [u8; 1 << 20] = [0u8; 1 << 20];
+        for (start, n) in runs {
+            let mut done = 0;
+            while done < n {
+                let k = (n - done).min(ZEROS.len() as u64);
+                self.store.write_at(start + done, &ZEROS[..k as usize])?;
+                done += k;
+            }
         }
         Ok(())
     }
