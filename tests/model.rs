@@ -32,6 +32,13 @@ enum Op {
         off: u64,
         len: u64,
     },
+    /// fallocate mode 0 (or KEEP_SIZE): zero-filled pages over the holes.
+    Allocate {
+        f: usize,
+        off: u64,
+        len: u64,
+        keep: bool,
+    },
     Copy {
         src: usize,
         dst: usize,
@@ -60,6 +67,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(f, off, len, seed)| Op::Write { f, off, len, seed }),
         2 => (f.clone(), 0u64..300_000).prop_map(|(f, size)| Op::Truncate { f, size }),
         2 => (f.clone(), 0u64..300_000, 1u64..60_000).prop_map(|(f, off, len)| Op::Punch { f, off, len }),
+        1 => (f.clone(), 0u64..3_000_000, 1u64..600_000, any::<bool>())
+            .prop_map(|(f, off, len, keep)| Op::Allocate { f, off, len, keep }),
         3 => (f.clone(), f.clone(), pageish.clone(), pageish.clone(), 1u64..120_000)
             .prop_map(|(src, dst, a, b, len)| Op::Copy { src, dst, src_off: a, dst_off: b, len }),
         // Same offsets on both sides: whole subtrees are grafted.
@@ -252,6 +261,16 @@ fn apply(rig: &mut Rig, m: &mut Model, synced: &mut Model, op: &Op) {
             let end = ((off + len) as usize).min(m.len());
             if (off as usize) < end {
                 m[off as usize..end].fill(0);
+            }
+        }
+        Op::Allocate { f, off, len, keep } => {
+            let mode = if keep { libc::FALLOC_FL_KEEP_SIZE } else { 0 };
+            let ino = rig.inos[f];
+            rig.fs().fallocate(ino, off, len, mode).expect("allocate");
+            let m = &mut model[f];
+            let end = (off + len) as usize;
+            if !keep && end > m.len() {
+                m.resize(end, 0);
             }
         }
         Op::Copy {
