@@ -97,7 +97,7 @@ fn a_write_whose_copies_fail_changes_nothing_and_leaks_nothing() {
     // A write past the end (fresh pages) whose copies fail.
     fs.begin_op();
     let plan = fs
-        .plan_write(a, 2 * PS as u64, &vec![7u8; 4 * PS], false)
+        .plan_write(a, 2 * PS as u64, &vec![7u8; 4 * PS], Default::default())
         .expect("plan");
     fs.end_op(true);
     fs.begin_op();

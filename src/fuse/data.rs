@@ -4,6 +4,7 @@
 use super::{COMMIT_BYTES, CowFuse, DataGuard};
 use crate::error::Error;
 use crate::ids::Ino;
+use crate::ns::WriteOpts;
 use fuser::Errno;
 
 fn errno(e: &Error) -> Errno {
@@ -38,8 +39,12 @@ impl CowFuse {
         kill_suid: bool,
     ) -> Result<usize, Errno> {
         let guard = DataGuard::new(&self.gate);
+        let opts = WriteOpts {
+            kill_suid,
+            stamp_times: !self.writeback,
+        };
         let (plan, io) = self.vcall("write", k, true, |fs, i| {
-            Ok((fs.plan_write(i, off, data, kill_suid)?, fs.data_io()))
+            Ok((fs.plan_write(i, off, data, opts)?, fs.data_io()))
         })?;
         let copied = match io {
             Some(io) => plan.runs().try_for_each(|(o, r)| io.write_at(o, &data[r])),
@@ -47,6 +52,11 @@ impl CowFuse {
         };
         if let Err(e) = &copied {
             log::error!("write: {e}");
+        }
+        if !plan.needs_finish() {
+            // In place, inside the file, times kept by the kernel: nothing to record.
+            drop(guard);
+            return copied.map(|()| plan.len()).map_err(|e| errno(&e));
         }
         let (answer, commit) = self.vcall("write", k, true, |fs, _| {
             let a = fs.finish_write(plan, copied)?;

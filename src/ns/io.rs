@@ -79,12 +79,43 @@ pub struct WritePlan {
     fresh: Vec<(u64, PageNo)>,
     /// Why the plan stops short of the whole data (ENOSPC half way, say).
     failed: Option<Error>,
+    /// The file grows: the finish must set its size.
+    grows: bool,
+    /// The finish sets mtime and ctime.
+    stamp: bool,
+}
+
+/// How to write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOpts {
+    /// The kernel asks for set-user-ID and set-group-ID to go (FUSE_WRITE_KILL_SUIDGID:
+    /// a caller without CAP_FSETID).
+    pub kill_suid: bool,
+    /// Set mtime and ctime. Off under the kernel's writeback cache, which keeps the
+    /// times itself and sends them with a SETATTR when it writes the inode back.
+    pub stamp_times: bool,
 }
 
 impl WritePlan {
     /// The copies to make: (store byte offset, range of the data).
     pub fn runs(&self) -> impl Iterator<Item = (u64, std::ops::Range<usize>)> + '_ {
         self.runs.iter().map(|&(o, at, n)| (o, at..at + n))
+    }
+
+    /// Bytes the plan writes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the plan writes nothing (its first page failed).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// False when the finish has nothing to do: every page was written in place, the
+    /// file does not grow and the times are the kernel's. Such a write takes the lock once.
+    pub fn needs_finish(&self) -> bool {
+        !self.fresh.is_empty() || self.grows || self.stamp || self.len == 0
     }
 
     fn push_run(&mut self, dev_off: u64, at: usize) {
@@ -138,18 +169,21 @@ impl Fs {
 
     /// Plans a write of `data` at `off`. Partial pages are written at once (they need the
     /// old bytes); whole pages get a target each: the page itself when it may be written
-    /// in place, else a fresh page, mapped by `finish_write`. `kill_suid`: the kernel asks
-    /// for set-user-ID and set-group-ID to go (a caller without CAP_FSETID).
+    /// in place, else a fresh page, mapped by `finish_write`.
     pub fn plan_write(
         &mut self,
         ino: Ino,
         off: u64,
         data: &[u8],
-        kill_suid: bool,
+        opts: WriteOpts,
     ) -> Result<WritePlan> {
-        self.kill_capability(ino)?;
         let mut i = self.regular(ino)?;
-        if kill_suid {
+        if i.xattr_len > 0 {
+            self.kill_capability(ino)?;
+            i = self.regular(ino)?;
+        }
+        let before = (i.map, i.mode);
+        if opts.kill_suid {
             super::fs::kill_suid(&mut i);
         }
         let end = off.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
@@ -163,6 +197,8 @@ impl Fs {
             runs: Vec::new(),
             fresh: Vec::new(),
             failed: None,
+            grows: end > i.size,
+            stamp: opts.stamp_times,
         };
         for (idx, in_page, n) in pieces(off, data.len() as u64) {
             let at = plan.len;
@@ -182,7 +218,9 @@ impl Fs {
             plan.len += n;
         }
         // The map may have grown, or had its path to the pages made exclusive.
-        self.put(ino, &i)?;
+        if (i.map, i.mode) != before {
+            self.put(ino, &i)?;
+        }
         Ok(plan)
     }
 
@@ -234,16 +272,22 @@ impl Fs {
         }
         // A partial write (say ENOSPC half way) reports what made it, like write(2).
         i.size = i.size.max(plan.off + plan.len as u64);
-        let now = Time::now();
-        i.mtime = now;
-        i.ctime = now;
+        if plan.stamp {
+            let now = Time::now();
+            i.mtime = now;
+            i.ctime = now;
+        }
         self.put(plan.ino, &i)?;
         Ok(Ok(plan.len))
     }
 
     /// Writes `data` at `off`; returns the bytes written.
     pub fn write(&mut self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
-        let plan = self.plan_write(ino, off, data, false)?;
+        let opts = WriteOpts {
+            kill_suid: false,
+            stamp_times: true,
+        };
+        let plan = self.plan_write(ino, off, data, opts)?;
         let io = self.write_runs(&plan, data);
         self.finish_write(plan, io)?
     }

@@ -21,6 +21,7 @@ pub use clone::{CloneOpts, Invalidate};
 pub use dedup::DedupStats;
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
 pub use inode::{Inode, Time};
+pub use io::{ReadPlan, WriteOpts, WritePlan};
 pub use snap::{
     NAME_MAX as SNAP_NAME_MAX, SnapInfo, SnapRec, list_root as snap_list_root, load as snap_load,
 };

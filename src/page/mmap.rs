@@ -13,15 +13,19 @@ pub struct MmapBackend {
     file: File,
     map: Option<MmapMut>,
     len: u64,
-    touched: Mutex<Vec<u64>>,
+    touched: Mutex<std::collections::HashSet<u64>>,
     io: super::DataIo,
 }
 
 /// The mapping is trimmed in regions of this many bytes (2 MiB: a large folio, or a
 /// fault-around window, never spans two).
 const REGION_SHIFT: u32 = 21;
-/// Regions touched between two trims: at most 64 MiB of the mapping stays resident.
-const TRIM_REGIONS: usize = 32;
+/// Distinct pages touched between two trims: at most 32 MiB of the mapping is touched
+/// (and, with fault-around off, resident) at a time. Counting pages rather than 2 MiB
+/// regions lets a metadata working set spread thinly over a large store (a map leaf and
+/// a group header every few MiB) stay mapped instead of being unmapped and faulted back,
+/// with a TLB shootdown each time, every few dozen requests.
+const TRIM_PAGES: usize = 8192;
 
 impl MmapBackend {
     /// Maps `file` whole.
@@ -33,7 +37,7 @@ impl MmapBackend {
             file,
             map: None,
             len,
-            touched: Mutex::new(Vec::with_capacity(TRIM_REGIONS)),
+            touched: Mutex::new(std::collections::HashSet::with_capacity(TRIM_PAGES)),
         };
         b.remap()?;
         Ok(b)
@@ -61,24 +65,27 @@ impl MmapBackend {
         self.map.as_deref().unwrap_or(&[])
     }
 
-    /// Notes the 2 MiB regions an access touches; once `TRIM_REGIONS` distinct ones were
-    /// touched, unmaps them all, so the daemon's RSS does not grow with the data it reads
-    /// or writes (fault-around and large folios map more than the 4 KiB asked for).
+    /// Notes the pages an access touches; once `TRIM_PAGES` distinct ones were touched,
+    /// unmaps the 2 MiB regions holding them, so the daemon's RSS does not grow with the
+    /// data it reads or writes.
     fn touch(&self, off: u64, n: usize) {
         let Some(map) = &self.map else {
             return;
         };
         let mut t = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
-        let last = (off + n.max(1) as u64 - 1) >> REGION_SHIFT;
-        for r in off >> REGION_SHIFT..=last {
-            if !t.contains(&r) {
-                t.push(r);
-            }
+        let ps = crate::page::PAGE_SIZE as u64;
+        let last = (off + n.max(1) as u64 - 1) / ps;
+        for p in off / ps..=last {
+            t.insert(p);
         }
-        if t.len() < TRIM_REGIONS {
+        if t.len() < TRIM_PAGES {
             return;
         }
-        for r in t.drain(..) {
+        let shift = REGION_SHIFT - crate::page::PAGE_SIZE.trailing_zeros();
+        let mut regions: Vec<u64> = t.drain().map(|p| p >> shift).collect();
+        regions.sort_unstable();
+        regions.dedup();
+        for r in regions {
             let start = (r << REGION_SHIFT) as usize;
             let len = (1usize << REGION_SHIFT).min(map.len().saturating_sub(start));
             if len > 0
