@@ -10,6 +10,8 @@
 #   BENCH_DIR        the disk: every directory and the cowfs store go there (default /var/tmp)
 #   BENCH_RUNS       runs per figure; the median is shown with the spread min-max (default 3)
 #   BENCH_FS         filesystems, any of "ext4 pt cowfs" (default all three)
+#   BENCH_PT_OPTS    more passthrough_ll -o options, e.g. default_permissions,allow_other
+#                    (the kernel then checks permissions for it as it does for cowfs)
 #   BENCH_ONLY       jobs, any of "seqw seqr rrwarm rrcold rw1 rw2 meta clone" (default all)
 #   BENCH_SIZE       sequential file (default 2G)       BENCH_RAND_SIZE  random file (default 1G)
 #   BENCH_RAND_IO    bytes written per random-write job (default 256M)
@@ -31,6 +33,7 @@ COWFS_BIN="${COWFS_BIN:-$REPO/target/release/cowfs}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp}"
 RUNS="${BENCH_RUNS:-3}"
 FS_LIST="${BENCH_FS:-ext4 pt cowfs}"
+PT_OPTS="${BENCH_PT_OPTS:-}"
 ONLY="${BENCH_ONLY:-seqw seqr rrwarm rrcold rw1 rw2 meta clone}"
 SIZE_SPEC="${BENCH_SIZE:-2G}"
 RAND_SPEC="${BENCH_RAND_SIZE:-1G}"
@@ -48,7 +51,7 @@ ALL_JOBS="seqw seqr rrwarm rrcold rw1 rw2 meta clone"
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*"; }
 
-case "${1:-}" in -h | --help) sed -n '2,23p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,25p' "$0"; exit 0 ;; esac
 [ $# -eq 0 ] || die "no arguments expected (settings come from the environment; see --help)"
 [ "$(id -u)" = 0 ] || die "run as root (mounts, drop_caches)"
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer, not '$RUNS'"
@@ -272,7 +275,7 @@ fi
 if has_fs pt; then
     PMNT="$WORK/pt"
     mkdir -p -- "$WORK/pt-src" "$PMNT" || die "cannot create $PMNT"
-    "$WORK/bin/passthrough_ll" -f -o "source=$WORK/pt-src,writeback,cache=always" "$PMNT" \
+    "$WORK/bin/passthrough_ll" -f -o "source=$WORK/pt-src,writeback,cache=always${PT_OPTS:+,$PT_OPTS}" "$PMNT" \
         >"$WORK/pt.log" 2>&1 &
     PT_PID=$!
     for ((i = 0; i < 100; i++)); do
@@ -312,7 +315,7 @@ if has_fs cowfs; then
     note "cowfs: commit $commit, $("$CBIN" --version), binary $(date -r "$COWFS_BIN" '+%F %T'), daemon pid ${COWFS_PID:-?}"
     note "cowfs: mount ${MOUNT_ARGS[*]:-(default options)}, store $STORE at $CMNT"
 fi
-has_fs pt && note "passthrough_ll: libfuse $(pkg-config --modversion fuse3), -o writeback,cache=always, source $WORK/pt-src at $PMNT"
+has_fs pt && note "passthrough_ll: libfuse $(pkg-config --modversion fuse3), -o writeback,cache=always${PT_OPTS:+,$PT_OPTS}, source $WORK/pt-src at $PMNT"
 note "filesystems: ${FSES[*]}; jobs: $ONLY; runs: $RUNS"
 note "sizes: sequential $(human "$SIZE"), random file $(human "$RAND"), random writes $(human "$RAND_IO") per job, random reads ${SECS} s, metadata $NFILES files"
 
