@@ -125,3 +125,53 @@ fn a_write_whose_copies_fail_changes_nothing_and_leaks_nothing() {
     let r = check(fs.store()).expect("check");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
 }
+
+#[test]
+fn prefetch_finds_every_leaf_and_changes_nothing() {
+    let mut fs = fs();
+    let a = file(&mut fs, "a");
+    // 20 MiB with a hole in the middle: 5,120 pages, of which 1,000 are a hole.
+    fs.write(a, 0, &vec![3u8; 20 << 20]).expect("write");
+    fs.fallocate(
+        a,
+        4 << 20,
+        1000 * PS as u64,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    )
+    .expect("punch");
+    fs.sync().expect("commit");
+    let map = fs.getattr(a).expect("stat").map;
+    let leaves = map
+        .leaves(fs.store(), 4096)
+        .expect("walk")
+        .expect("under the limit");
+    let mut pages = 0;
+    for &l in &leaves {
+        pages += cowfs::object::MapRoot::leaf_pages(fs.store(), l)
+            .expect("leaf")
+            .len();
+    }
+    assert_eq!(
+        pages,
+        5120 - 1000,
+        "every data page sits under one of the leaves"
+    );
+    assert!(
+        leaves.len() >= 5120usize.div_ceil(510) - 2,
+        "{} leaves",
+        leaves.len()
+    );
+    assert_eq!(
+        map.leaves(fs.store(), 1).expect("walk"),
+        None,
+        "over the limit"
+    );
+    let used = fs.store_stats().expect("stats").used_pages;
+    fs.prefetch(a, true).expect("prefetch");
+    fs.prefetch(a, false).expect("prefetch");
+    assert_eq!(fs.store_stats().expect("stats").used_pages, used);
+    let got = fs.read(a, 0, 20 << 20).expect("read");
+    assert_eq!(got[..4 << 20], vec![3u8; 4 << 20][..]);
+    assert!(got[4 << 20..(4 << 20) + 1000 * PS].iter().all(|&b| b == 0));
+    assert!(got[(4 << 20) + 1000 * PS..].iter().all(|&b| b == 3));
+}

@@ -264,6 +264,10 @@ impl fuser::Filesystem for CowFuse {
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = self.vcall("open", ino(i), false, |fs, i| {
             let fh = fs.open(i, flags.0)?;
+            let for_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            if let Err(e) = fs.prefetch(i, for_write) {
+                log::debug!("prefetch: {e}");
+            }
             if flags.0 & libc::O_TRUNC != 0 && fs.getattr(i)?.is_file() {
                 let a = SetAttr {
                     size: Some(0),

@@ -130,7 +130,43 @@ impl WritePlan {
     }
 }
 
+/// Files smaller than this are not worth a prefetch.
+const PREFETCH_MIN: u64 = 16 << 20;
+/// At most this many map leaves (16 MiB of metadata, 8 GiB of file) are prefetched.
+const PREFETCH_LEAVES: usize = 4096;
+
 impl Fs {
+    /// On open: starts reading the metadata the file's reads (its map leaves) and, when
+    /// `for_write`, its in-place writes (the group headers holding its pages' reference
+    /// counts) will need, all at once in the background, so that a first pass over a file
+    /// whose metadata is cold does not wait for each page in turn under the lock.
+    pub fn prefetch(&mut self, ino: Ino, for_write: bool) -> Result<()> {
+        let i = self.peek(ino)?;
+        if !i.is_file() || i.size < PREFETCH_MIN {
+            return Ok(());
+        }
+        let Some(leaves) = i.map.leaves(&mut self.store, PREFETCH_LEAVES)? else {
+            return Ok(());
+        };
+        for &l in &leaves {
+            self.store.will_need(l);
+        }
+        // Finding the group headers means reading the leaves now (they are on their way):
+        // only for files of up to 2 GiB, so an open never holds the lock for long.
+        if for_write && leaves.len() <= PREFETCH_LEAVES / 4 {
+            let mut groups = std::collections::BTreeSet::new();
+            for &l in &leaves {
+                for p in crate::object::MapRoot::leaf_pages(&mut self.store, l)? {
+                    groups.insert(crate::store::layout::group_of(p));
+                }
+            }
+            for g in groups {
+                self.store.will_need(crate::store::layout::group_header(g));
+            }
+        }
+        Ok(())
+    }
+
     /// Plans a read of up to `size` bytes at `off` (and updates atime, relatime-style).
     pub fn plan_read(&mut self, ino: Ino, off: u64, size: u32) -> Result<ReadPlan> {
         let mut i = check_regular(self.peek(ino)?)?;

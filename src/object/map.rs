@@ -258,6 +258,42 @@ impl MapRoot {
         Ok(*self)
     }
 
+    /// The map's leaves (the nodes whose entries are data pages), read level by level from
+    /// the root; `None` when there are more than `limit`.
+    pub fn leaves(&self, s: &mut Store, limit: usize) -> Result<Option<Vec<PageNo>>> {
+        if self.depth == 0 || self.node.is_zero() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut level = self.depth - 1;
+        let mut nodes = vec![self.node];
+        while level > 0 {
+            let mut next = Vec::new();
+            for &n in &nodes {
+                next.extend(
+                    node_entries(s, n)?
+                        .into_iter()
+                        .filter(|&e| e != 0)
+                        .map(PageNo),
+                );
+                if next.len() > limit {
+                    return Ok(None);
+                }
+            }
+            nodes = next;
+            level -= 1;
+        }
+        Ok(Some(nodes))
+    }
+
+    /// The data pages a leaf holds (holes left out).
+    pub fn leaf_pages(s: &mut Store, leaf: PageNo) -> Result<Vec<PageNo>> {
+        Ok(node_entries(s, leaf)?
+            .into_iter()
+            .filter(|&e| e != 0)
+            .map(PageNo)
+            .collect())
+    }
+
     /// Drops the whole map.
     pub fn free(&mut self, s: &mut Store) -> Result<()> {
         if self.depth > 0 {

@@ -155,6 +155,15 @@ impl Backend for MmapBackend {
         Ok(())
     }
 
+    fn will_need(&self, off: u64, len: usize) {
+        if let Some(map) = &self.map
+            && off.saturating_add(len as u64) <= map.len() as u64
+            && let Err(e) = map.advise_range(memmap2::Advice::WillNeed, off as usize, len)
+        {
+            log::debug!("madvise(WILLNEED): {e}");
+        }
+    }
+
     fn data_io(&self) -> Option<super::DataIo> {
         Some(self.io.clone())
     }

@@ -55,6 +55,9 @@ pub trait Backend: Send + Sync {
     }
     /// Make every write so far durable.
     fn sync(&mut self) -> Result<()>;
+    /// Starts reading `len` bytes at `off` into memory in the background (a hint; backends
+    /// that are memory already ignore it).
+    fn will_need(&self, _off: u64, _len: usize) {}
     /// A handle for positioned I/O from many threads without `&mut self`, if the backend
     /// is a plain file.
     fn data_io(&self) -> Option<DataIo> {

@@ -231,6 +231,13 @@ impl Store {
         self.dev.write(off, buf)
     }
 
+    /// Starts reading page `p` from disk in the background, unless it is dirty here.
+    pub fn will_need(&self, p: PageNo) {
+        if !p.is_zero() && p.0 < self.total_pages() && !self.dirty.contains_key(&p) {
+            self.dev.will_need(p.0 * PS, PAGE_SIZE);
+        }
+    }
+
     /// A handle for data reads and writes that needs no lock (see `DataIo`), when the
     /// backend has one.
     pub fn data_io(&self) -> Option<crate::page::DataIo> {
