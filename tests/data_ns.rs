@@ -172,3 +172,13 @@ fn prefetch_finds_every_leaf_and_changes_nothing() {
     assert!(got[4 << 20..(4 << 20) + 1000 * PS].iter().all(|&b| b == 0));
     assert!(got[(4 << 20) + 1000 * PS..].iter().all(|&b| b == 3));
 }
+
+#[test]
+fn an_empty_write_changes_nothing() {
+    let mut fs = fs();
+    let a = file(&mut fs, "a");
+    fs.write(a, 0, b"abc").expect("write");
+    assert_eq!(fs.write(a, 1 << 20, b"").expect("empty write"), 0);
+    assert_eq!(fs.getattr(a).expect("stat").size, 3);
+    assert_eq!(fs.read(a, 0, 10).expect("read"), b"abc");
+}

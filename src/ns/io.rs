@@ -51,13 +51,14 @@ impl ReadPlan {
     fn push(&mut self, from: Option<u64>, n: usize) {
         let at = self.len;
         self.len += n;
-        if let Some((prev, pat, pn)) = self.runs.last_mut() {
+        // Every piece is pushed in order, so the last run always ends at `at`.
+        if let Some((prev, _, pn)) = self.runs.last_mut() {
             let follows = match (*prev, from) {
                 (None, None) => true,
                 (Some(p), Some(f)) => p + *pn as u64 == f,
                 _ => false,
             };
-            if follows && *pat + *pn == at {
+            if follows {
                 *pn += n;
                 return;
             }
@@ -107,7 +108,7 @@ impl WritePlan {
         self.len
     }
 
-    /// True when the plan writes nothing (its first page failed).
+    /// True when the plan writes nothing (the data was empty).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -115,7 +116,7 @@ impl WritePlan {
     /// False when the finish has nothing to do: every page was written in place, the
     /// file does not grow and the times are the kernel's. Such a write takes the lock once.
     pub fn needs_finish(&self) -> bool {
-        !self.fresh.is_empty() || self.grows || self.stamp || self.len == 0
+        !self.fresh.is_empty() || self.grows || self.stamp
     }
 
     fn push_run(&mut self, dev_off: u64, at: usize) {
@@ -304,7 +305,9 @@ impl Fs {
             i.map.set(&mut self.store, idx, p)?;
         }
         if plan.len == 0 {
-            return Ok(Err(plan.failed.unwrap_or(Error::Internal)));
+            // An empty write (a plan whose first page fails is an error, never a plan)
+            // changes nothing, not even the size.
+            return Ok(Ok(0));
         }
         // A partial write (say ENOSPC half way) reports what made it, like write(2).
         i.size = i.size.max(plan.off + plan.len as u64);
