@@ -133,6 +133,17 @@ pub fn syncfs(fd: &impl AsRawFd) -> io::Result<()> {
     check(unsafe { libc::syncfs(fd.as_raw_fd()) })
 }
 
+/// sync_file_range(2) over the whole file: starts writeback of every dirty page and waits
+/// for it, without flushing the device cache or the file's metadata (fdatasync does that).
+pub fn write_back(fd: &impl AsRawFd) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: plain system call on a descriptor we own; offset 0 and length 0 mean the
+    // whole file.
+    check(unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) })
+}
+
 /// The process's umask (read by setting and restoring it).
 pub fn umask() -> u32 {
     // SAFETY: umask cannot fail; the old value is restored at once.

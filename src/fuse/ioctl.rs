@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 /// The caller's credentials, with supplementary groups read from /proc.
-fn cred(req: &Request) -> Cred {
+pub(super) fn cred(req: &Request) -> Cred {
     let groups = std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
         .ok()
         .and_then(|s| {

@@ -67,6 +67,17 @@ fn lock(fs: &Mutex<Fs>) -> MutexGuard<'_, Fs> {
     fs.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// See `CowFuse::write_back`. A failure is only logged: the commit's fdatasync meets it
+/// again and reports it.
+fn write_back(fs: &Mutex<Fs>) {
+    let io = lock(fs).write_back_handle();
+    if let Some(io) = io
+        && let Err(e) = io.write_back()
+    {
+        log::warn!("write-back before a commit: {e}");
+    }
+}
+
 impl CowFuse {
     /// Wraps a shared filesystem.
     pub fn new(
@@ -81,6 +92,13 @@ impl CowFuse {
             notifier,
             writeback,
         }
+    }
+
+    /// Before a commit: writes the store's dirty pages back with neither the gate nor the
+    /// lock held, so that the commit, which holds the gate exclusive, has only what was
+    /// written meanwhile left to flush and data requests are not held up behind the disk.
+    fn write_back(&self) {
+        write_back(&self.fs);
     }
 
     /// Runs `f` on the filesystem under its lock, and the gate exclusive unless this

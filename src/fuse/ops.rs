@@ -351,6 +351,7 @@ impl fuser::Filesystem for CowFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.write_back();
         let r = self.call("fsync", |fs| fs.sync());
         if r.is_ok() {
             // With the writeback cache the kernel keeps stale st_blocks after writes.
@@ -429,6 +430,7 @@ impl fuser::Filesystem for CowFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.write_back();
         empty(reply, self.call("fsyncdir", |fs| fs.sync()));
     }
 
@@ -488,8 +490,23 @@ impl fuser::Filesystem for CowFuse {
         );
     }
 
-    fn access(&self, _req: &Request, _i: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        reply.ok();
+    /// Asked only when the kernel does not check permissions itself (a private mount of
+    /// root's): by access(2) and chdir.
+    fn access(&self, req: &Request, i: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let r = self.getattr_any(ino(i)).and_then(|a| {
+            let dir = if a.kind == fuser::FileType::Directory {
+                libc::S_IFDIR
+            } else {
+                0
+            };
+            let want = (mask.bits() & 7) as u32;
+            if super::ioctl::cred(req).may_mode(u32::from(a.perm) | dir, a.uid, a.gid, want) {
+                Ok(())
+            } else {
+                Err(Errno::from_i32(crate::Error::Access.errno()))
+            }
+        });
+        empty(reply, r);
     }
 
     fn create(

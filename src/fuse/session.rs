@@ -22,6 +22,8 @@ pub struct MountOpts {
     pub max_size: Option<u64>,
     /// Use the kernel's writeback cache.
     pub writeback: bool,
+    /// Only the mounting user may use the mount (no `allow_other`).
+    pub private: bool,
 }
 
 impl Default for MountOpts {
@@ -31,6 +33,7 @@ impl Default for MountOpts {
             commit_secs: 5,
             max_size: None,
             writeback: true,
+            private: false,
         }
     }
 }
@@ -40,14 +43,26 @@ fn config(opts: &MountOpts) -> Config {
     c.mount_options = vec![
         MountOption::FSName("cowfs".into()),
         MountOption::Subtype("cowfs".into()),
-        MountOption::DefaultPermissions,
     ];
-    if crate::sys::geteuid() == 0 {
+    let root = crate::sys::geteuid() == 0;
+    if kernel_checks(root, opts.private) {
+        c.mount_options.push(MountOption::DefaultPermissions);
+    }
+    if root && !opts.private {
         c.acl = SessionACL::All;
     }
     c.n_threads = Some(opts.threads.max(1));
     c.clone_fd = true;
     c
+}
+
+/// Whether the kernel checks permission bits (`default_permissions`). Always, but on a
+/// private mount of root's: only root can reach it, and root passes every check but the
+/// execute bit of a file, which the kernel checks either way (and `access` answers). Left
+/// out, it spares a GETATTR of the directory after each change to it (see
+/// docs/PERFORMANCE.md).
+fn kernel_checks(root: bool, private: bool) -> bool {
+    !(root && private)
 }
 
 /// The filesystem with the gate data copies hold (see `CowFuse`): background work takes
@@ -64,6 +79,16 @@ impl Locked {
         let mut fs = self.fs.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut fs)
     }
+
+    /// `f` under the lock alone: for a look that must not hold up data requests.
+    fn peek<T>(&self, f: impl FnOnce(&Fs) -> T) -> T {
+        f(&self.fs.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Writes the dirty pages back before a commit (see `CowFuse::write_back`).
+    fn write_back(&self) {
+        super::write_back(&self.fs);
+    }
 }
 
 fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
@@ -77,6 +102,7 @@ fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::Join
                 continue;
             }
             waited = Duration::ZERO;
+            fs.write_back();
             if let Err(e) = fs.with(|g| g.sync()) {
                 log::error!("background commit failed: {e}");
             }
@@ -88,36 +114,47 @@ fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::Join
 /// foreground requests never wait long behind it.
 const RECLAIM_BUDGET: u64 = 4096;
 
+/// One bounded reclaim step: (more to do, failed).
+fn reclaim_once(g: &mut Fs) -> (bool, bool) {
+    g.begin_op();
+    let before = g.reclaim_pending();
+    let r = g.reclaim_step(RECLAIM_BUDGET);
+    g.end_op(r.is_ok());
+    let r = r.and_then(|more| {
+        if g.reclaim_pending() < before {
+            g.sync()?;
+        } else {
+            g.commit_if_over(super::COMMIT_BYTES)?;
+        }
+        Ok(more)
+    });
+    match r {
+        Ok(more) => (more, false),
+        Err(e) => {
+            log::error!("freeing a deleted snapshot failed: {e}");
+            (false, true)
+        }
+    }
+}
+
 /// Frees deleted snapshots (and trees left by rollbacks) in the background, one bounded
-/// step per lock hold; commits when a table is done so its space shows at once.
+/// step per lock hold; commits when a table is done so its space shows at once. It looks
+/// for work under the lock alone, so an idle reclaimer never takes the gate.
 fn spawn_reclaimer(fs: Locked, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            let (busy, failed) = fs.with(|g| {
-                if g.reclaim_pending() == 0 {
-                    (false, false)
-                } else {
-                    g.begin_op();
-                    let before = g.reclaim_pending();
-                    let r = g.reclaim_step(RECLAIM_BUDGET);
-                    g.end_op(r.is_ok());
-                    let r = r.and_then(|more| {
-                        if g.reclaim_pending() < before {
-                            g.sync()?;
-                        } else {
-                            g.commit_if_over(super::COMMIT_BYTES)?;
-                        }
-                        Ok(more)
-                    });
-                    match r {
-                        Ok(more) => (more, false),
-                        Err(e) => {
-                            log::error!("freeing a deleted snapshot failed: {e}");
-                            (false, true)
-                        }
+            let idle = fs.peek(|g| g.reclaim_pending() == 0);
+            let (busy, failed) = if idle {
+                (false, false)
+            } else {
+                fs.with(|g| {
+                    if g.reclaim_pending() == 0 {
+                        (false, false)
+                    } else {
+                        reclaim_once(g)
                     }
-                }
-            });
+                })
+            };
             let pauses = match (busy, failed) {
                 (_, true) => 50,
                 (true, _) => 0,

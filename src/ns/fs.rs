@@ -493,6 +493,16 @@ impl Fs {
         self.store.data_io()
     }
 
+    /// The data handle when there is something to commit: the caller writes the dirty pages
+    /// back through it without the lock before it commits (`DataIo::write_back`).
+    pub fn write_back_handle(&self) -> Option<crate::page::DataIo> {
+        if self.store.has_changes() {
+            self.store.data_io()
+        } else {
+            None
+        }
+    }
+
     /// Commits when the uncommitted metadata grows past `limit` bytes.
     pub fn commit_if_over(&mut self, limit: usize) -> Result<()> {
         if self.store.dirty_bytes() > limit {

@@ -27,15 +27,21 @@ impl Cred {
     /// True when this caller may access `i` with every bit of `mask` (R, W, X), by the
     /// classic owner/group/other rules; root may do anything but execute a file no one may.
     pub fn may(&self, i: &Inode, mask: u32) -> bool {
+        self.may_mode(i.mode, i.uid, i.gid, mask)
+    }
+
+    /// `may` for a file of `mode` (type bits included) owned by `uid` and `gid`.
+    pub fn may_mode(&self, mode: u32, uid: u32, gid: u32, mask: u32) -> bool {
         if self.uid == 0 {
-            return mask & X == 0 || i.is_dir() || i.mode & 0o111 != 0;
+            let dir = mode & libc::S_IFMT == libc::S_IFDIR;
+            return mask & X == 0 || dir || mode & 0o111 != 0;
         }
-        let bits = if self.uid == i.uid {
-            i.mode >> 6
-        } else if self.gid == i.gid || self.groups.contains(&i.gid) {
-            i.mode >> 3
+        let bits = if self.uid == uid {
+            mode >> 6
+        } else if self.gid == gid || self.groups.contains(&gid) {
+            mode >> 3
         } else {
-            i.mode
+            mode
         };
         bits & mask == mask
     }

@@ -90,6 +90,14 @@ impl DataIo {
         self.0.write_all_at(buf, off)?;
         Ok(())
     }
+
+    /// Writes every dirty page of the store file back to the disk and waits for it, but
+    /// makes nothing durable: a commit's own fdatasync still does that. Run without the
+    /// filesystem's locks before a commit, it leaves the commit little left to write.
+    pub fn write_back(&self) -> Result<()> {
+        crate::sys::write_back(&*self.0)?;
+        Ok(())
+    }
 }
 
 /// Checks that `off..off+len` lies inside a device of `size` bytes.

@@ -25,15 +25,28 @@ pub struct Mount {
     pub tmp: tempfile::TempDir,
     pub store: PathBuf,
     pub mnt: PathBuf,
+    /// Extra `cowfs mount` options.
+    pub opts: Vec<String>,
 }
 
 impl Mount {
     pub fn new() -> Mount {
+        Mount::with_opts(&[])
+    }
+
+    /// A fresh store mounted with extra `cowfs mount` options.
+    pub fn with_opts(opts: &[&str]) -> Mount {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = tmp.path().join("store");
         let mnt = tmp.path().join("mnt");
         fs::create_dir(&mnt).expect("mkdir");
-        let m = Mount { tmp, store, mnt };
+        let opts = opts.iter().map(|o| o.to_string()).collect();
+        let m = Mount {
+            tmp,
+            store,
+            mnt,
+            opts,
+        };
         m.mount();
         m
     }
@@ -42,13 +55,21 @@ impl Mount {
     pub fn at(tmp: tempfile::TempDir, store: PathBuf) -> Mount {
         let mnt = tmp.path().join("mnt");
         fs::create_dir_all(&mnt).expect("mkdir");
-        let m = Mount { tmp, store, mnt };
+        let m = Mount {
+            tmp,
+            store,
+            mnt,
+            opts: Vec::new(),
+        };
         m.mount();
         m
     }
 
     pub fn mount(&self) {
-        let out = cowfs(&["mount", self.s(&self.store), self.s(&self.mnt)]);
+        let mut args = vec!["mount"];
+        args.extend(self.opts.iter().map(String::as_str));
+        args.extend([self.s(&self.store), self.s(&self.mnt)]);
+        let out = cowfs(&args);
         assert!(
             out.status.success(),
             "mount: {}",
