@@ -591,8 +591,9 @@ echo "it in job_runtime: MiB/s = bytes / job_runtime). rand: fio psync 4 KiB ove
 echo "reads ${SECS} s time-based (warm: file read once first; cold: caches dropped); writes"
 echo "$(human "$RAND_IO") per job with end_fsync, IOPS = I/Os / job_runtime (fsync included); 2 jobs: one"
 echo "file, each job over its own half ($(human "$((RAND_IO / 2))") each), IOPS = all I/Os / longest job."
-echo "metadata: $NFILES empty files in one directory (openat+close, fstatat: 2nd pass warm, after"
-echo "drop_caches cold, unlinkat). cp: cold, includes fsync of the copy (cowfs: copy_file_range clone)."
+echo "metadata: $NFILES empty files in one directory (openat+close; fstatat warm: median of passes"
+echo "2-10, cold: after drop_caches; unlinkat). cp: cold, includes fsync of the copy (cowfs: clone)."
+echo "cowfs mounted ${MOUNT_ARGS[*]:-(default options)}; passthrough_ll -o writeback,cache=always${PT_OPTS:+,$PT_OPTS}."
 
 # ------------------------------------------------------------------ checks
 echo
