@@ -65,6 +65,7 @@ impl CowFuse {
         drop(guard);
         if commit {
             // Outside the gate: the commit waits for the copies in flight.
+            self.write_back();
             let _ = self.call("commit", |fs| fs.commit_if_over(COMMIT_BYTES));
         }
         answer.map_err(|e| errno(&e))
