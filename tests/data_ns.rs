@@ -182,3 +182,29 @@ fn an_empty_write_changes_nothing() {
     assert_eq!(fs.getattr(a).expect("stat").size, 3);
     assert_eq!(fs.read(a, 0, 10).expect("read"), b"abc");
 }
+
+#[test]
+fn an_in_place_write_copied_by_the_adapter_is_synced_by_the_next_commit() {
+    let mut fs = fs();
+    let a = file(&mut fs, "a");
+    fs.write(a, 0, &vec![7u8; 4 * PS]).expect("write");
+    fs.sync().expect("commit");
+    assert!(!fs.store().has_changes(), "nothing left after the commit");
+    // The FUSE adapter's path: plan under the lock, copy the bytes itself through the
+    // store file's descriptor, no finish step for an in-place write inside the file.
+    let opts = cowfs::ns::WriteOpts {
+        kill_suid: false,
+        stamp_times: false,
+    };
+    let plan = fs.plan_write(a, PS as u64, &[9u8; PS], opts).expect("plan");
+    assert!(
+        !plan.needs_finish(),
+        "a rewrite inside the file goes in place"
+    );
+    // So the plan itself must tell the store that data changed: otherwise an fsync that
+    // follows finds nothing to commit and never syncs the store file.
+    assert!(
+        fs.store().has_changes(),
+        "an in-place write must make the next commit sync"
+    );
+}

@@ -284,6 +284,9 @@ impl Store {
     pub fn overwrite_in_place(&mut self, old: PageNo) -> Result<bool> {
         if self.writable_in_place(old)? {
             self.counters.in_place_writes += 1;
+            // The caller writes the bytes, maybe without the store (`DataIo`): the next
+            // commit must sync them all the same.
+            self.data_dirty = true;
             return Ok(true);
         }
         if !old.is_zero() {
