@@ -210,9 +210,12 @@ ERRLOG="$WORK/errors"
 FIO_OUT="$WORK/fio.json"
 mkdir -p -- "$WORK/bin" || die "cannot create $WORK/bin"
 
-# metadata helper: DIR N create|stat|stat2|unlink -> microseconds per operation (of the timed
-# pass; stat2 stats every file once untimed, then times 9 more passes and prints the median
-# pass: one warm pass takes only ~15 ms, too short to time once)
+# metadata helper: DIR N create|stat|unlink -> microseconds per operation, or
+# DIR N statwarm DIR2... -> one line per directory: every directory is statted once untimed,
+# then 9 rounds each time one pass in every directory in turn (every other round in reverse
+# order); the median pass of each. One
+# warm pass takes only ~15 ms, and the machine drifts by 15% over seconds: passes taken turn
+# about, in one process, compare like with like.
 cat >"$WORK/bin/meta.c" <<'EOF'
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -223,53 +226,80 @@ cat >"$WORK/bin/meta.c" <<'EOF'
 #include <time.h>
 #include <unistd.h>
 
+#define ROUNDS 9
+#define MAXDIRS 8
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+static char (*names)[16];
+
+/* one pass of MODE over the N names in dfd: microseconds per operation, or -1 */
+static double pass(int dfd, long n, const char *mode) {
+    struct stat st;
+    double t0 = now();
+    for (long i = 0; i < n; i++) {
+        int rc;
+        if (strcmp(mode, "create") == 0) {
+            int fd = openat(dfd, names[i], O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+            rc = fd < 0 ? -1 : close(fd);
+        } else if (strcmp(mode, "stat") == 0 || strcmp(mode, "statwarm") == 0) {
+            rc = fstatat(dfd, names[i], &st, 0);
+        } else if (strcmp(mode, "unlink") == 0) {
+            rc = unlinkat(dfd, names[i], 0);
+        } else {
+            fprintf(stderr, "meta: unknown mode %s\n", mode);
+            return -1;
+        }
+        if (rc != 0) { fprintf(stderr, "meta: %s %s: ", mode, names[i]); perror(""); return -1; }
+    }
+    return (now() - t0) * 1e6 / n;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: meta DIR N create|stat|stat2|unlink\n"); return 2; }
+    if (argc < 4) {
+        fprintf(stderr, "usage: meta DIR N create|stat|unlink, or meta DIR N statwarm [DIR...]\n");
+        return 2;
+    }
     long n = atol(argv[2]);
     const char *mode = argv[3];
-    int dfd = open(argv[1], O_RDONLY | O_DIRECTORY);
-    if (dfd < 0 || n <= 0) { perror(argv[1]); return 1; }
-    char (*names)[16] = malloc(n * sizeof *names);
-    if (!names) return 1;
-    for (long i = 0; i < n; i++) snprintf(names[i], sizeof names[i], "f%07ld", i);
-    int warm = strcmp(mode, "stat2") == 0;
-    int passes = warm ? 10 : 1;
-    double t0 = 0, t1 = 0, pass_us[10];
-    struct stat st;
-    for (int p = 0; p < passes; p++) {
-        t0 = now();
-        for (long i = 0; i < n; i++) {
-            int rc;
-            if (strcmp(mode, "create") == 0) {
-                int fd = openat(dfd, names[i], O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-                rc = fd < 0 ? -1 : close(fd);
-            } else if (strncmp(mode, "stat", 4) == 0) {
-                rc = fstatat(dfd, names[i], &st, 0);
-            } else if (strcmp(mode, "unlink") == 0) {
-                rc = unlinkat(dfd, names[i], 0);
-            } else {
-                fprintf(stderr, "meta: unknown mode %s\n", mode);
-                return 2;
-            }
-            if (rc != 0) { fprintf(stderr, "meta: %s %s: ", mode, names[i]); perror(""); return 1; }
-        }
-        t1 = now();
-        pass_us[p] = (t1 - t0) * 1e6 / n;
+    int warm = strcmp(mode, "statwarm") == 0;
+    int ndirs = warm ? 1 + (argc - 4) : 1;
+    if (n <= 0 || ndirs > MAXDIRS || (!warm && argc != 4)) { fprintf(stderr, "meta: bad arguments\n"); return 2; }
+    int dfd[MAXDIRS];
+    for (int d = 0; d < ndirs; d++) {
+        const char *path = d == 0 ? argv[1] : argv[3 + d];
+        dfd[d] = open(path, O_RDONLY | O_DIRECTORY);
+        if (dfd[d] < 0) { perror(path); return 1; }
     }
-    if (warm) { /* median of passes 2-10 (the first only warms) */
-        for (int i = 2; i < passes; i++)
-            for (int j = i; j > 1 && pass_us[j] < pass_us[j - 1]; j--) {
-                double x = pass_us[j]; pass_us[j] = pass_us[j - 1]; pass_us[j - 1] = x;
-            }
-        printf("%.3f\n", pass_us[1 + (passes - 1) / 2]);
-    } else {
-        printf("%.3f\n", pass_us[0]);
+    names = malloc(n * sizeof *names);
+    if (!names) return 1;
+    for (long i = 0; i < n; i++) snprintf(names[i], sizeof names[i], "f%07ld", i % 10000000);
+    if (!warm) {
+        double us = pass(dfd[0], n, mode);
+        if (us < 0) return 1;
+        printf("%.3f\n", us);
+        return 0;
+    }
+    double us[MAXDIRS][ROUNDS];
+    for (int d = 0; d < ndirs; d++)
+        if (pass(dfd[d], n, mode) < 0) return 1;
+    for (int r = 0; r < ROUNDS; r++) /* odd rounds in reverse order: no one always goes first */
+        for (int k = 0; k < ndirs; k++) {
+            int d = r % 2 ? ndirs - 1 - k : k;
+            if ((us[d][r] = pass(dfd[d], n, mode)) < 0) return 1;
+        }
+    for (int d = 0; d < ndirs; d++) {
+        qsort(us[d], ROUNDS, sizeof us[d][0], cmp);
+        printf("%.3f\n", us[d][ROUNDS / 2]);
     }
     return 0;
 }
@@ -494,12 +524,36 @@ run_fs() {
         rm -rf --one-file-system -- "$m"
         mkdir -- "$m" && sync
         meta_job "create.$fs" "$m" create &&
-            meta_job "statwarm.$fs" "$m" stat2 &&
             { drop_caches; meta_job "statcold.$fs" "$m" stat; } &&
             meta_job "unlink.$fs" "$m" unlink
         rm -rf --one-file-system -- "$m"
         settle
     fi
+}
+
+# stat_warm: the warm-stat job, on every filesystem at once: NFILES files in a fresh
+# directory on each, then passes taken in turn (the helper's statwarm); adds to S[statwarm.*].
+stat_warm() {
+    local fs dirs=() out i=0
+    for fs in "${FSES[@]}"; do
+        rm -rf --one-file-system -- "${DIR_OF[$fs]}/statw"
+        if ! { mkdir -- "${DIR_OF[$fs]}/statw" &&
+            "$WORK/bin/meta" "${DIR_OF[$fs]}/statw" "$NFILES" create >/dev/null 2>"$ERRLOG"; }; then
+            echo "  ! FAILED: statwarm: creating files on $fs: $(head -c 300 "$ERRLOG")"
+            return 1
+        fi
+        dirs+=("${DIR_OF[$fs]}/statw")
+    done
+    if ! out=$("$WORK/bin/meta" "${dirs[0]}" "$NFILES" statwarm "${dirs[@]:1}" 2>"$ERRLOG"); then
+        echo "  ! FAILED: statwarm: $(head -c 300 "$ERRLOG")"
+    else
+        while read -r v; do
+            S[statwarm.${FSES[$i]}]+="$v "
+            i=$((i + 1))
+        done <<<"$out"
+    fi
+    for fs in "${FSES[@]}"; do rm -rf --one-file-system -- "${DIR_OF[$fs]}/statw"; done
+    settle
 }
 
 T0=$EPOCHREALTIME
@@ -512,6 +566,7 @@ for ((r = 1; r <= RUNS; r++)); do
         mountpoint -q -- "${DIR_OF[$fs]}" || [ "$fs" = ext4 ] ||
             die "$fs is no longer mounted at ${DIR_OF[$fs]} (daemon died?)"
     done
+    if want meta; then stat_warm; fi
 done
 T1=$EPOCHREALTIME
 
@@ -591,8 +646,9 @@ echo "it in job_runtime: MiB/s = bytes / job_runtime). rand: fio psync 4 KiB ove
 echo "reads ${SECS} s time-based (warm: file read once first; cold: caches dropped); writes"
 echo "$(human "$RAND_IO") per job with end_fsync, IOPS = I/Os / job_runtime (fsync included); 2 jobs: one"
 echo "file, each job over its own half ($(human "$((RAND_IO / 2))") each), IOPS = all I/Os / longest job."
-echo "metadata: $NFILES empty files in one directory (openat+close; fstatat warm: median of passes"
-echo "2-10, cold: after drop_caches; unlinkat). cp: cold, includes fsync of the copy (cowfs: clone)."
+echo "metadata: $NFILES empty files in one directory (openat+close; fstatat cold, after drop_caches;"
+echo "unlinkat). stat warm: $NFILES files on every filesystem, 9 passes each taken in turn, the median"
+echo "pass. cp: cold, includes fsync of the copy (cowfs: copy_file_range clone)."
 echo "cowfs mounted ${MOUNT_ARGS[*]:-(default options)}; passthrough_ll -o writeback,cache=always${PT_OPTS:+,$PT_OPTS}."
 
 # ------------------------------------------------------------------ checks
