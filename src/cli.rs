@@ -60,6 +60,11 @@ pub enum Cmd {
         /// still checked): metadata changes take one round trip fewer.
         #[arg(long)]
         private: bool,
+        /// The mount's share of the kernel's dirty-page limit, in percent, set when mounted
+        /// by root (the kernel gives a FUSE mount 1%; see docs/PERFORMANCE.md).
+        #[arg(long, default_value_t = crate::fuse::bdi::DEFAULT_SHARE,
+            value_parser = clap::value_parser!(u32).range(1..=100))]
+        dirty_share: u32,
     },
     /// Clone SRC to DST sharing every page (constant time, no space until written).
     ///
@@ -166,6 +171,7 @@ fn run_cmd(cli: Cli) -> Result<()> {
             max_size,
             no_writeback_cache,
             private,
+            dirty_share,
         } => {
             let opts = MountOpts {
                 threads,
@@ -173,6 +179,7 @@ fn run_cmd(cli: Cli) -> Result<()> {
                 max_size,
                 writeback: !no_writeback_cache,
                 private,
+                dirty_share,
             };
             if foreground {
                 mount_foreground(&store, &mountpoint, &opts)
@@ -295,6 +302,7 @@ fn mount_background(
         .args(opts.max_size.map(|m| format!("--max-size={m}")))
         .args((!opts.writeback).then_some("--no-writeback-cache"))
         .args(opts.private.then_some("--private"))
+        .arg(format!("--dirty-share={}", opts.dirty_share))
         .arg(&store)
         .arg(&mnt)
         .stdin(Stdio::null())

@@ -1,7 +1,8 @@
-//! `cowfs mount --private`: only the mounting user gets in. Mounted by root, the kernel also
-//! leaves out its permission checks (root passes them anyway), so the execute bit of a file
-//! is still enforced by the kernel and access(2) is answered by the daemon. A default mount
-//! of root's is open to every user, with the kernel checking permissions.
+//! Mount options on a real mount. `--private`: only the mounting user gets in; mounted by
+//! root, the kernel also leaves out its permission checks (root passes them anyway), so the
+//! execute bit of a file is still enforced by the kernel and access(2) is answered by the
+//! daemon. A default mount of root's is open to every user, with the kernel checking
+//! permissions. `--dirty-share`: the mount's share of the kernel's dirty-page limit.
 
 mod common;
 
@@ -113,4 +114,45 @@ fn default_mount_of_root_is_shared_and_checked_by_the_kernel() {
     chmod(&public, 0o600);
     let (ok, err) = as_nobody("cat", &[&public]);
     assert!(!ok && err.contains("Permission denied"), "{err}");
+}
+
+/// The `max_ratio` of the mount's backing device.
+fn max_ratio(mnt: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(mnt).expect("stat mount").dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/max_ratio",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn a_root_mount_takes_its_share_of_the_dirty_limit() {
+    if !is_root() {
+        return;
+    }
+    let m = Mount::new();
+    assert_eq!(max_ratio(&m.mnt), 10, "the default share");
+    let m = Mount::with_opts(&["--dirty-share", "1"]);
+    assert_eq!(
+        max_ratio(&m.mnt),
+        1,
+        "the kernel's own FUSE default, asked for"
+    );
+    for bad in ["0", "101", "ten"] {
+        let out = common::cowfs(&[
+            "mount",
+            "--dirty-share",
+            bad,
+            "/nonexistent",
+            "/nonexistent",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "--dirty-share {bad}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod abi;
 mod attr;
+pub(crate) mod bdi;
 mod data;
 pub mod dedup_abi;
 mod ioctl;

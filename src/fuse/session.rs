@@ -24,6 +24,8 @@ pub struct MountOpts {
     pub writeback: bool,
     /// Only the mounting user may use the mount (no `allow_other`).
     pub private: bool,
+    /// The mount's share of the kernel's dirty-page limit, in percent (set as root).
+    pub dirty_share: u32,
 }
 
 impl Default for MountOpts {
@@ -34,6 +36,7 @@ impl Default for MountOpts {
             max_size: None,
             writeback: true,
             private: false,
+            dirty_share: super::bdi::DEFAULT_SHARE,
         }
     }
 }
@@ -188,6 +191,8 @@ pub fn serve(
     if let Some(m) = opts.max_size {
         store.set_max_size(m)?;
     }
+    // Resolved before the mount: afterwards a stat of it waits for the session to run.
+    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
@@ -197,6 +202,11 @@ pub fn serve(
         &config(opts),
     )?;
     let _ = notifier.set(session.notifier());
+    if crate::sys::geteuid() == 0
+        && let Err(e) = super::bdi::set_dirty_share(&canon, opts.dirty_share)
+    {
+        log::warn!("could not set the mount's dirty-page share: {e}");
+    }
     log::info!("mounted at {}", mountpoint.display());
     ready();
     let mnt = mountpoint.to_path_buf();
