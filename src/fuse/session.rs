@@ -79,13 +79,12 @@ struct Locked {
 impl Locked {
     fn with<T>(&self, f: impl FnOnce(&mut Fs) -> T) -> T {
         let _g = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        let mut fs = self.fs.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut fs)
+        f(&mut super::lock(&self.fs))
     }
 
     /// `f` under the lock alone: for a look that must not hold up data requests.
     fn peek<T>(&self, f: impl FnOnce(&Fs) -> T) -> T {
-        f(&self.fs.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&super::lock(&self.fs))
     }
 
     /// Writes the dirty pages back before a commit (see `CowFuse::write_back`).
@@ -229,10 +228,7 @@ pub fn serve(
     stop.store(true, Ordering::Relaxed);
     let _ = committer.join();
     let _ = reclaimer.join();
-    let closed = fs
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .close();
+    let closed = super::lock(&fs).close();
     run?;
     closed?;
     log::info!("unmounted {}; store closed", mountpoint.display());

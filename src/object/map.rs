@@ -269,12 +269,7 @@ impl MapRoot {
         while level > 0 {
             let mut next = Vec::new();
             for &n in &nodes {
-                next.extend(
-                    node_entries(s, n)?
-                        .into_iter()
-                        .filter(|&e| e != 0)
-                        .map(PageNo),
-                );
+                next.extend(Self::leaf_pages(s, n)?);
                 if next.len() > limit {
                     return Ok(None);
                 }
@@ -285,7 +280,7 @@ impl MapRoot {
         Ok(Some(nodes))
     }
 
-    /// The data pages a leaf holds (holes left out).
+    /// The data pages a leaf holds (holes left out); of an inner node, its children.
     pub fn leaf_pages(s: &mut Store, leaf: PageNo) -> Result<Vec<PageNo>> {
         Ok(node_entries(s, leaf)?
             .into_iter()
