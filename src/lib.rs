@@ -19,6 +19,8 @@ pub mod cli;
 pub mod dedupcli;
 pub mod error;
 pub mod fuse;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod ns;
 pub mod object;

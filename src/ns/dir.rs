@@ -48,10 +48,11 @@ pub fn key_of(name: &[u8]) -> u64 {
 }
 
 fn bucket(key: u64, bits: u8) -> u64 {
-    if bits == 0 {
-        0
-    } else {
-        key >> (62 - bits as u32)
+    // `dir_bits` is checked at decode (at most 32); the clamp keeps the shift in range
+    // for readers of unchecked records (fsck) too.
+    match bits.min(62) {
+        0 => 0,
+        b => key >> (62 - b as u32),
     }
 }
 
@@ -70,38 +71,77 @@ fn used(b: &[u8]) -> usize {
     u16::from_le_bytes([b[OFF_USED], b[OFF_USED + 1]]) as usize
 }
 
-fn set_used(b: &mut [u8], n: usize) {
+fn set_used(b: &mut [u8], n: usize, count: usize) {
     b[OFF_USED..OFF_USED + 2].copy_from_slice(&(n as u16).to_le_bytes());
-    let count = block_entries(b).len() as u16;
-    b[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&count.to_le_bytes());
+    b[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&(count as u16).to_le_bytes());
 }
 
-/// Entries of a block, with their byte offsets.
-fn parse(b: &[u8]) -> Vec<(usize, Entry)> {
+fn count(b: &[u8]) -> usize {
+    u16::from_le_bytes([b[OFF_COUNT], b[OFF_COUNT + 1]]) as usize
+}
+
+/// Entries of a block, with their byte offsets, checked: the used bytes fit the block and
+/// are exactly a run of whole entries, the entry count matches, every name is 1..=255
+/// bytes without `/` or NUL, every key is a 62-bit key, no entry names inode 0, the bytes
+/// after the entries are zero. Errors are the reason; callers name the page.
+fn parse(b: &[u8]) -> std::result::Result<Vec<(usize, Entry)>, String> {
+    if b.len() != PAGE_SIZE {
+        return Err(format!("a block of {} bytes", b.len()));
+    }
+    let used = used(b);
+    if used > ROOM {
+        return Err(format!("{used} bytes of entries in a block of {ROOM}"));
+    }
+    let end = META_HEADER + used;
     let mut out = Vec::new();
-    let end = META_HEADER + used(b).min(ROOM);
     let mut off = META_HEADER;
-    while off + ENTRY_FIXED <= end {
-        let len = b[off + 17] as usize;
-        if off + ENTRY_FIXED + len > end {
-            break;
+    while off < end {
+        if off + ENTRY_FIXED > end {
+            return Err(format!("entry at byte {off} cut short"));
         }
-        out.push((
-            off,
-            Entry {
-                key: get64(b, off),
-                ino: Ino(get64(b, off + 8)),
-                kind: b[off + 16],
-                name: b[off + ENTRY_FIXED..off + ENTRY_FIXED + len].to_vec(),
-            },
-        ));
+        let len = b[off + 17] as usize;
+        let name = b
+            .get(off + ENTRY_FIXED..off + ENTRY_FIXED + len)
+            .filter(|_| off + ENTRY_FIXED + len <= end)
+            .ok_or_else(|| format!("name at byte {off} runs past the entries"))?;
+        check_name(name).map_err(|_| format!("bad name at byte {off}"))?;
+        let e = Entry {
+            key: get64(b, off),
+            ino: Ino(get64(b, off + 8)),
+            kind: b[off + 16],
+            name: name.to_vec(),
+        };
+        if e.key >> 62 != 0 || e.ino.0 == 0 {
+            return Err(format!(
+                "entry at byte {off}: key {:#x}, inode {}",
+                e.key, e.ino.0
+            ));
+        }
+        out.push((off, e));
         off += ENTRY_FIXED + len;
     }
-    out
+    let count = u16::from_le_bytes([b[OFF_COUNT], b[OFF_COUNT + 1]]) as usize;
+    if count != out.len() {
+        return Err(format!("entry count {count} but {} entries", out.len()));
+    }
+    if b[end..PAGE_SIZE].iter().any(|x| *x != 0) {
+        return Err("bytes after the entries are not zero".into());
+    }
+    Ok(out)
 }
 
-fn block_entries(b: &[u8]) -> Vec<Entry> {
-    parse(b).into_iter().map(|(_, e)| e).collect()
+/// `parse` for the block at page `p`, its errors naming the page.
+fn parse_at(p: PageNo, b: &[u8]) -> Result<Vec<(usize, Entry)>> {
+    parse(b).map_err(|why| Error::corrupt(p.0, format!("directory block: {why}")))
+}
+
+/// Checks a directory block as `parse` does (for the fuzz tests and fsck's benefit).
+pub fn check_block(p: PageNo, b: &[u8]) -> Result<usize> {
+    parse_at(p, b).map(|v| v.len())
+}
+
+fn block_entries(p: PageNo, b: &[u8]) -> Result<Vec<Entry>> {
+    Ok(parse_at(p, b)?.into_iter().map(|(_, e)| e).collect())
 }
 
 fn append(b: &mut [u8], e: &Entry) {
@@ -111,20 +151,21 @@ fn append(b: &mut [u8], e: &Entry) {
     b[off + 16] = e.kind;
     b[off + 17] = e.name.len() as u8;
     b[off + ENTRY_FIXED..off + ENTRY_FIXED + e.name.len()].copy_from_slice(&e.name);
-    set_used(b, used(b) + ENTRY_FIXED + e.name.len());
+    set_used(b, used(b) + ENTRY_FIXED + e.name.len(), count(b) + 1);
 }
 
+/// Removes the entry of `len` bytes at `off` (found by `find` in this block, so inside it).
 fn remove_at(b: &mut [u8], off: usize, len: usize) {
     let end = META_HEADER + used(b);
     b.copy_within(off + len..end, off);
     b[end - len..end].fill(0);
-    set_used(b, used(b) - len);
+    set_used(b, used(b) - len, count(b).saturating_sub(1));
 }
 
-fn find(b: &[u8], key: u64, name: &[u8]) -> Option<(usize, Entry)> {
-    parse(b)
+fn find(p: PageNo, b: &[u8], key: u64, name: &[u8]) -> Result<Option<(usize, Entry)>> {
+    Ok(parse_at(p, b)?
         .into_iter()
-        .find(|(_, e)| e.key == key && e.name == name)
+        .find(|(_, e)| e.key == key && e.name == name))
 }
 
 fn chain_block(s: &mut Store, m: &MapRoot, bk: u64, j: u64) -> Result<PageNo> {
@@ -140,7 +181,7 @@ pub fn lookup(s: &mut Store, dir: &Inode, name: &[u8]) -> Result<Option<Entry>> 
         if p.is_zero() {
             break;
         }
-        if let Some((_, e)) = s.with_meta(p, Kind::DirBlock, |b| find(b, key, name))? {
+        if let Some((_, e)) = s.with_meta(p, Kind::DirBlock, |b| find(p, b, key, name))?? {
             return Ok(Some(e));
         }
     }
@@ -153,7 +194,10 @@ fn place(s: &mut Store, map: &mut MapRoot, bits: u8, e: &Entry) -> Result<()> {
     for j in 0.. {
         let idx = bk + j * CHAIN;
         let p = map.get(s, idx)?;
-        let fits = p.is_zero() || s.with_meta(p, Kind::DirBlock, |b| used(b) + need <= ROOM)?;
+        let fits = p.is_zero()
+            || s.with_meta(p, Kind::DirBlock, |b| {
+                parse_at(p, b).map(|_| used(b) + need <= ROOM)
+            })??;
         if fits {
             let q = map.meta_for_write(s, idx, Kind::DirBlock)?;
             append(s.meta_mut(q, Kind::DirBlock)?, e);
@@ -166,7 +210,7 @@ fn place(s: &mut Store, map: &mut MapRoot, bits: u8, e: &Entry) -> Result<()> {
 /// Adds an entry; the caller has checked that `name` is not there.
 pub fn insert(s: &mut Store, dir: &mut Inode, name: &[u8], ino: Ino, kind: u8) -> Result<()> {
     check_name(name)?;
-    if dir.entries >= (LOAD << dir.dir_bits) && dir.dir_bits < MAX_BITS {
+    if dir.dir_bits < MAX_BITS && dir.entries >= (LOAD << dir.dir_bits) {
         rehash(s, dir, dir.dir_bits + 1)?;
     }
     let e = Entry {
@@ -189,7 +233,7 @@ pub fn remove(s: &mut Store, dir: &mut Inode, name: &[u8]) -> Result<Option<Entr
         if p.is_zero() {
             break;
         }
-        let Some((off, e)) = s.with_meta(p, Kind::DirBlock, |b| find(b, key, name))? else {
+        let Some((off, e)) = s.with_meta(p, Kind::DirBlock, |b| find(p, b, key, name))?? else {
             continue;
         };
         let q = dir.map.meta_for_write(s, bk + j * CHAIN, Kind::DirBlock)?;
@@ -198,7 +242,10 @@ pub fn remove(s: &mut Store, dir: &mut Inode, name: &[u8]) -> Result<Option<Entr
         if used(b) == 0 {
             drop_block(s, &mut dir.map, bk, j)?;
         }
-        dir.entries -= 1;
+        dir.entries = dir
+            .entries
+            .checked_sub(1)
+            .ok_or_else(|| Error::corrupt(q.0, "an entry in a directory that counts none"))?;
         return Ok(Some(e));
     }
     Ok(None)
@@ -241,7 +288,7 @@ pub fn for_each(
             if p.is_zero() {
                 break;
             }
-            all.extend(s.with_meta(p, Kind::DirBlock, block_entries)?);
+            all.extend(s.with_meta(p, Kind::DirBlock, |b| block_entries(p, b))??);
         }
         all.sort_by_key(|e| e.key);
         for e in all.iter().filter(|e| after.is_none_or(|a| e.key > a)) {

@@ -11,7 +11,7 @@ use super::inode::{INODE_SIZE, Inode};
 use crate::error::{Error, Result};
 use crate::ids::{Ino, PageNo};
 use crate::object::MapRoot;
-use crate::store::layout::{META_HEADER, get64, put64};
+use crate::store::layout::{META_HEADER, get32, get64, put64};
 use crate::store::{Kind, Store};
 
 /// Inode records per page.
@@ -35,7 +35,9 @@ impl Table {
         Table {
             map: MapRoot {
                 node: PageNo(s.root(SLOT_NODE)),
-                depth: s.root(SLOT_DEPTH) as u8,
+                // Out of range reads as 255, which every map operation refuses as
+                // corrupt (rather than wrapping to a small depth that looks valid).
+                depth: u8::try_from(s.root(SLOT_DEPTH)).unwrap_or(u8::MAX),
             },
             next: s.root(SLOT_NEXT),
         }
@@ -60,14 +62,48 @@ pub fn records(b: &[u8]) -> Vec<(usize, Inode)> {
         .collect()
 }
 
+/// The records of inode page `p`, each checked (`Inode::check`), and its count of records
+/// in use checked against them.
+pub fn checked_records(p: PageNo, b: &[u8]) -> Result<Vec<(usize, Inode)>> {
+    let mut out = Vec::new();
+    for k in 0..PER_PAGE as usize {
+        if let Some(i) = Inode::decode_checked(p, b, META_HEADER + k * INODE_SIZE)? {
+            out.push((k, i));
+        }
+    }
+    check_used(p, b, out.len())?;
+    Ok(out)
+}
+
+/// Checks the page's count of records in use: at most `PER_PAGE`, and `n` when the
+/// caller counted the records.
+fn check_used(p: PageNo, b: &[u8], n: usize) -> Result<()> {
+    let used = get64(b, OFF_USED);
+    if used != n as u64 {
+        return Err(Error::corrupt(
+            p.0,
+            format!("inode page says {used} records in use, holds {n}"),
+        ));
+    }
+    Ok(())
+}
+
+fn count_used(b: &[u8]) -> usize {
+    (0..PER_PAGE as usize)
+        .filter(|k| get32(b, META_HEADER + k * INODE_SIZE) != 0)
+        .count()
+}
+
 /// Reads inode `ino` of table `t` without changing anything.
 pub fn get_in(s: &mut Store, t: &Table, ino: Ino) -> Result<Inode> {
     let p = t.map.get(s, ino.0 / PER_PAGE)?;
     if p.is_zero() {
         return Err(Error::NotFound);
     }
-    s.with_meta(p, Kind::Inodes, |b| Inode::decode(&b[slot_off(ino)..]))?
-        .ok_or(Error::NotFound)
+    s.with_meta(p, Kind::Inodes, |b| {
+        Inode::decode_checked(p, b, slot_off(ino))
+    })??
+    .ok_or(Error::NotFound)
 }
 
 /// An inode page this table alone references: a shared one is copied, and the copy takes
@@ -80,7 +116,7 @@ fn unshare_page(s: &mut Store, old: PageNo) -> Result<PageNo> {
         return Ok(old);
     }
     let q = s.copy_meta(old, Kind::Inodes)?;
-    let recs = s.with_meta(q, Kind::Inodes, records)?;
+    let recs = s.with_meta(q, Kind::Inodes, |b| checked_records(q, b))??;
     for (_, i) in recs {
         s.incref(i.map.node)?;
         s.incref(i.xattr.node)?;
@@ -106,6 +142,7 @@ pub fn put_in(s: &mut Store, t: &mut Table, ino: Ino, inode: &Inode) -> Result<(
     let b = s.meta_mut(p, Kind::Inodes)?;
     let off = slot_off(ino);
     if Inode::decode(&b[off..]).is_none() {
+        check_used(p, b, count_used(b))?;
         let used = get64(b, OFF_USED) + 1;
         put64(b, OFF_USED, used);
     }
@@ -120,6 +157,7 @@ pub fn remove_in(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
     let p = t.map.modify(s, idx, unshare_page)?;
     let b = s.meta_mut(p, Kind::Inodes)?;
     let off = slot_off(ino);
+    check_used(p, b, count_used(b))?;
     let used = get64(b, OFF_USED).saturating_sub(1);
     b[off..off + INODE_SIZE].fill(0);
     put64(b, OFF_USED, used);

@@ -74,31 +74,62 @@ fn encode(recs: &[SnapRec]) -> Vec<u8> {
     out
 }
 
-fn decode(b: &[u8]) -> Result<Vec<SnapRec>> {
-    let bad = || Error::corrupt(0, "snapshot list is malformed");
-    let mut out = Vec::new();
+/// Decodes the snapshot list, checked: every record whole, an id in 1..=`SnapId::MAX`
+/// and no id twice, only known flags, a dropping record nameless and every other one named
+/// (1..=200 bytes, no `/` or NUL, no name twice), a table depth at most `MAX_DEPTH` (a root
+/// page only with a depth), nanoseconds below 10^9. The list hangs off superblock slots,
+/// so its errors name page 0 and the record's offset.
+pub(crate) fn decode(b: &[u8]) -> Result<Vec<SnapRec>> {
+    let bad = |at: usize, why: String| {
+        Error::corrupt(0, format!("snapshot list record at byte {at}: {why}"))
+    };
+    let mut out: Vec<SnapRec> = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
     let mut at = 0;
     while at < b.len() {
-        let f = b.get(at..at + FIXED).ok_or_else(bad)?;
+        let f = b
+            .get(at..at + FIXED)
+            .ok_or_else(|| bad(at, "cut short".into()))?;
         let len = get32(f, 48) as usize;
-        let name = b.get(at + FIXED..at + FIXED + len).ok_or_else(bad)?;
+        if len > NAME_MAX {
+            return Err(bad(at, format!("name of {len} bytes")));
+        }
+        let name = b
+            .get(at + FIXED..at + FIXED + len)
+            .ok_or_else(|| bad(at, "name runs past the list".into()))?;
         let flags = get32(f, 20);
         let depth = get64(f, 32);
-        if depth > crate::object::MAX_DEPTH as u64 || len > NAME_MAX {
-            return Err(bad());
+        let node = PageNo(get64(f, 24));
+        let id = SnapId(get64(f, 0));
+        let nsec = get32(f, 16);
+        let dropping = flags & F_DROPPING != 0;
+        if id.0 == 0 || id > SnapId::MAX || !ids.insert(id) {
+            return Err(bad(at, format!("snapshot id {}", id.0)));
+        }
+        if flags & !(F_WRITABLE | F_DROPPING) != 0 || nsec > 999_999_999 {
+            return Err(bad(at, format!("flags {flags:#x}, {nsec} ns")));
+        }
+        if depth > crate::object::MAX_DEPTH as u64 || (depth == 0 && !node.is_zero()) {
+            return Err(bad(at, format!("table of depth {depth}")));
+        }
+        let named = !name.is_empty() && !name.contains(&b'/') && !name.contains(&0);
+        let dup = !dropping && !names.insert(name);
+        if (dropping && !name.is_empty()) || (!dropping && (!named || dup)) {
+            return Err(bad(at, "bad or repeated name".into()));
         }
         out.push(SnapRec {
-            id: SnapId(get64(f, 0)),
+            id,
             name: name.to_vec(),
             created: Time {
                 sec: get64(f, 8) as i64,
-                nsec: get32(f, 16),
+                nsec,
             },
             writable: flags & F_WRITABLE != 0,
-            dropping: flags & F_DROPPING != 0,
+            dropping,
             table: Table {
                 map: MapRoot {
-                    node: PageNo(get64(f, 24)),
+                    node,
                     depth: depth as u8,
                 },
                 next: get64(f, 40),

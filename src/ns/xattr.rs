@@ -5,7 +5,7 @@ use super::blob;
 use super::fs::Fs;
 use super::inode::Time;
 use crate::error::{Error, Result};
-use crate::ids::Ino;
+use crate::ids::{Ino, PageNo};
 
 /// setxattr flags.
 pub const XATTR_CREATE: i32 = 1;
@@ -13,23 +13,37 @@ pub const XATTR_REPLACE: i32 = 2;
 const MAX_BLOB: usize = 1 << 20;
 const NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
 
-fn parse(b: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
+/// Splits an xattr blob into its records, checked: every record whole (the blob is
+/// exactly a run of records), every name 1..=255 bytes in a supported namespace, no name
+/// twice. `p` (the blob's root page) names the corruption.
+pub fn parse(p: PageNo, b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bad = |at: usize, why: &str| Error::corrupt(p.0, format!("xattr blob at byte {at}: {why}"));
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut off = 0;
-    while off + 5 <= b.len() {
-        let nl = b[off] as usize;
-        let vl = u32::from_le_bytes([b[off + 1], b[off + 2], b[off + 3], b[off + 4]]) as usize;
+    while off < b.len() {
+        let head = b
+            .get(off..off + 5)
+            .ok_or_else(|| bad(off, "record cut short"))?;
+        let nl = head[0] as usize;
+        let vl = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let start = off + 5;
-        if start + nl + vl > b.len() {
-            break;
+        let name = b
+            .get(start..start + nl)
+            .ok_or_else(|| bad(off, "name runs past the blob"))?;
+        let value = start
+            .checked_add(nl)
+            .and_then(|v| Some(v..v.checked_add(vl)?))
+            .and_then(|r| b.get(r))
+            .ok_or_else(|| bad(off, "value runs past the blob"))?;
+        check_name(name).map_err(|_| bad(off, "name outside the supported namespaces"))?;
+        if !seen.insert(name) {
+            return Err(bad(off, "name given twice"));
         }
-        out.push((
-            b[start..start + nl].to_vec(),
-            b[start + nl..start + nl + vl].to_vec(),
-        ));
+        out.push((name.to_vec(), value.to_vec()));
         off = start + nl + vl;
     }
-    out
+    Ok(out)
 }
 
 fn encode(all: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
@@ -59,7 +73,10 @@ fn check_name(name: &[u8]) -> Result<()> {
 impl Fs {
     fn load_xattrs(&mut self, ino: Ino) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let i = self.peek(ino)?;
-        Ok(parse(&blob::read(&mut self.store, &i.xattr, i.xattr_len)?))
+        parse(
+            i.xattr.node,
+            &blob::read(&mut self.store, &i.xattr, i.xattr_len)?,
+        )
     }
 
     fn save_xattrs(&mut self, ino: Ino, all: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {

@@ -29,19 +29,35 @@ pub struct MapRoot {
     pub depth: u8,
 }
 
-fn read_entry(s: &mut Store, p: PageNo, slot: usize) -> Result<PageNo> {
-    s.with_meta(p, Kind::MapNode, |b| PageNo(node::entry(b, slot)))
+/// Reads a node of a map at `level`, checked (`node::check`) before `f` sees it.
+fn read_node<R>(s: &mut Store, p: PageNo, level: u8, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    s.with_meta(p, Kind::MapNode, |b| {
+        node::check(p, b, level).map(|()| f(b))
+    })?
 }
 
-fn node_entries(s: &mut Store, p: PageNo) -> Result<Vec<u64>> {
-    s.with_meta(p, Kind::MapNode, entries)
+fn read_entry(s: &mut Store, p: PageNo, level: u8, slot: usize) -> Result<PageNo> {
+    read_node(s, p, level, |b| PageNo(node::entry(b, slot)))
 }
 
-fn node_population(s: &mut Store, p: PageNo) -> Result<u64> {
+fn node_entries(s: &mut Store, p: PageNo, level: u8) -> Result<Vec<u64>> {
+    read_node(s, p, level, entries)
+}
+
+fn node_population(s: &mut Store, p: PageNo, level: u8) -> Result<u64> {
     if p.is_zero() {
         return Ok(0);
     }
-    s.with_meta(p, Kind::MapNode, node::population)
+    read_node(s, p, level, node::population)
+}
+
+/// The non-zero entries of a node at `level`.
+fn children(s: &mut Store, p: PageNo, level: u8) -> Result<Vec<PageNo>> {
+    Ok(node_entries(s, p, level)?
+        .into_iter()
+        .filter(|&e| e != 0)
+        .map(PageNo)
+        .collect())
 }
 
 fn write_entry(s: &mut Store, p: PageNo, slot: usize, v: PageNo) -> Result<()> {
@@ -75,7 +91,7 @@ fn exclusive(s: &mut Store, p: PageNo, level: u8) -> Result<PageNo> {
         return Ok(p);
     }
     let q = s.copy_meta(p, Kind::MapNode)?;
-    let entries = node_entries(s, q)?;
+    let entries = node_entries(s, q, level)?;
     for e in &entries {
         s.incref(PageNo(*e))?;
     }
@@ -99,7 +115,7 @@ fn drop_node(s: &mut Store, p: PageNo, level: u8) -> Result<()> {
         return Ok(());
     }
     if s.refcount(p)? == 1 {
-        for e in node_entries(s, p)?.into_iter().filter(|e| *e != 0) {
+        for e in node_entries(s, p, level)?.into_iter().filter(|e| *e != 0) {
             if level == 0 {
                 s.decref(PageNo(e))?;
             } else {
@@ -138,7 +154,7 @@ impl MapRoot {
             if p.is_zero() {
                 return Ok(p);
             }
-            p = read_entry(s, p, slot(idx, level))?;
+            p = read_entry(s, p, level, slot(idx, level))?;
             if level == 0 {
                 return Ok(p);
             }
@@ -148,16 +164,32 @@ impl MapRoot {
 
     /// Non-zero payload pages in the map.
     pub fn population(&self, s: &mut Store) -> Result<u64> {
-        node_population(s, self.node)
+        match self.depth {
+            0 => Ok(0),
+            d => node_population(s, self.node, d - 1),
+        }
+    }
+
+    /// A depth read from disk past `MAX_DEPTH`, or a root node with depth 0, is corrupt:
+    /// checked before a map grows (reads meet it as a node of the wrong level).
+    fn check_depth(&self) -> Result<()> {
+        if self.depth > MAX_DEPTH || (self.depth == 0 && !self.node.is_zero()) {
+            return Err(Error::corrupt(
+                self.node.0,
+                format!("map root of depth {}", self.depth),
+            ));
+        }
+        Ok(())
     }
 
     fn grow_to(&mut self, s: &mut Store, idx: u64) -> Result<()> {
+        self.check_depth()?;
         if idx >= capacity(MAX_DEPTH) {
             return Err(Error::TooBig);
         }
         while self.depth == 0 || idx >= capacity(self.depth) {
             if !self.node.is_zero() {
-                let pop = node_population(s, self.node)?;
+                let pop = node_population(s, self.node, self.depth - 1)?;
                 let n = s.alloc_meta(Kind::MapNode)?;
                 let b = s.meta_mut(n, Kind::MapNode)?;
                 node::set_word(b, self.depth, pop);
@@ -184,7 +216,7 @@ impl MapRoot {
         for level in (1..self.depth).rev() {
             path.push(p);
             let sl = slot(idx, level);
-            let child = read_entry(s, p, sl)?;
+            let child = read_entry(s, p, level, sl)?;
             let c = exclusive(s, child, level - 1)?;
             if c != child {
                 write_entry(s, p, sl, c)?;
@@ -193,7 +225,7 @@ impl MapRoot {
         }
         path.push(p);
         let sl = slot(idx, 0);
-        let old = read_entry(s, p, sl)?;
+        let old = read_entry(s, p, 0, sl)?;
         let new = f(s, old)?;
         if new != old {
             write_entry(s, p, sl, new)?;
@@ -269,7 +301,7 @@ impl MapRoot {
         while level > 0 {
             let mut next = Vec::new();
             for &n in &nodes {
-                next.extend(Self::leaf_pages(s, n)?);
+                next.extend(children(s, n, level)?);
                 if next.len() > limit {
                     return Ok(None);
                 }
@@ -280,13 +312,9 @@ impl MapRoot {
         Ok(Some(nodes))
     }
 
-    /// The data pages a leaf holds (holes left out); of an inner node, its children.
+    /// The data pages a leaf (a level-0 node) holds, holes left out.
     pub fn leaf_pages(s: &mut Store, leaf: PageNo) -> Result<Vec<PageNo>> {
-        Ok(node_entries(s, leaf)?
-            .into_iter()
-            .filter(|&e| e != 0)
-            .map(PageNo)
-            .collect())
+        children(s, leaf, 0)
     }
 
     /// Drops the whole map.
@@ -397,7 +425,7 @@ impl MapRoot {
 
 fn walk_node(s: &mut Store, p: PageNo, level: u8, f: &mut dyn FnMut(PageNo, i32)) -> Result<()> {
     f(p, level as i32);
-    for e in node_entries(s, p)?.into_iter().filter(|e| *e != 0) {
+    for e in node_entries(s, p, level)?.into_iter().filter(|e| *e != 0) {
         if level == 0 {
             f(PageNo(e), -1);
         } else {
@@ -419,7 +447,7 @@ impl Src {
     fn child(self, s: &mut Store, level: u8, slot: usize) -> Result<Src> {
         match self {
             Src::Node(p) if p.is_zero() => Ok(Src::Node(p)),
-            Src::Node(p) => Ok(Src::Node(read_entry(s, p, slot)?)),
+            Src::Node(p) => Ok(Src::Node(read_entry(s, p, level, slot)?)),
             Src::Above(_) if slot != 0 => Ok(Src::Node(PageNo::ZERO)),
             Src::Above(m) if level == m.depth => Ok(Src::Node(m.node)),
             above => Ok(above),
@@ -443,7 +471,7 @@ fn graft_node(
     for sl in slots_in(level, base, a, b) {
         let cs = base + sl as u64 * sp;
         let sc = src.child(s, level, sl)?;
-        let old = read_entry(s, q, sl)?;
+        let old = read_entry(s, q, level, sl)?;
         let whole = a <= cs && cs + sp <= b;
         match sc {
             Src::Node(new) if whole || level == 0 => {
@@ -455,8 +483,8 @@ fn graft_node(
                     (i64::from(!new.is_zero()), i64::from(!old.is_zero()))
                 } else {
                     (
-                        node_population(s, new)? as i64,
-                        node_population(s, old)? as i64,
+                        node_population(s, new, level - 1)? as i64,
+                        node_population(s, old, level - 1)? as i64,
                     )
                 };
                 if level == 0 {
@@ -502,7 +530,7 @@ fn clear_node(
     if p.is_zero() {
         return Ok((p, 0));
     }
-    let es = node_entries(s, p)?;
+    let es = node_entries(s, p, level)?;
     let range = slots_in(level, base, a, b);
     if es[range.clone()].iter().all(|e| *e == 0) {
         return Ok((p, 0));
@@ -521,7 +549,7 @@ fn clear_node(
                 removed += 1;
                 s.decref(e)?;
             } else {
-                removed += node_population(s, e)?;
+                removed += node_population(s, e, level - 1)?;
                 drop_node(s, e, level - 1)?;
             }
             write_entry(s, q, sl, PageNo::ZERO)?;
@@ -538,7 +566,7 @@ fn clear_node(
 }
 
 fn next_nonzero(s: &mut Store, p: PageNo, level: u8, base: u64, from: u64) -> Result<Option<u64>> {
-    let es = node_entries(s, p)?;
+    let es = node_entries(s, p, level)?;
     let sp = span(level);
     let first = (from.saturating_sub(base) / sp) as usize;
     for (sl, e) in es.iter().enumerate().skip(first) {
@@ -557,7 +585,7 @@ fn next_nonzero(s: &mut Store, p: PageNo, level: u8, base: u64, from: u64) -> Re
 }
 
 fn next_zero(s: &mut Store, p: PageNo, level: u8, base: u64, from: u64) -> Result<Option<u64>> {
-    let es = node_entries(s, p)?;
+    let es = node_entries(s, p, level)?;
     let sp = span(level);
     let first = (from.saturating_sub(base) / sp) as usize;
     for (sl, e) in es.iter().enumerate().skip(first) {
@@ -565,7 +593,7 @@ fn next_zero(s: &mut Store, p: PageNo, level: u8, base: u64, from: u64) -> Resul
         if *e == 0 {
             return Ok(Some(cs.max(from)));
         }
-        if level == 0 || node_population(s, PageNo(*e))? == sp {
+        if level == 0 || node_population(s, PageNo(*e), level - 1)? == sp {
             continue;
         }
         if let Some(x) = next_zero(s, PageNo(*e), level - 1, cs, from.max(cs))? {

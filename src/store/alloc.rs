@@ -34,18 +34,59 @@ impl Store {
         let g = layout::group_header(layout::group_of(p));
         let b = self.meta_mut(g, Kind::Group)?;
         let old = get32(b, layout::rc_offset(p));
-        put32(b, layout::rc_offset(p), v);
         let free = get32(b, OFF_FREE);
+        // Checked: a free count that disagrees with the counts is corruption, not a wrap.
         let free = match (old == 0, v == 0) {
-            (true, false) => free - 1,
-            (false, true) => free + 1,
-            _ => free,
-        };
+            (true, false) => free.checked_sub(1),
+            (false, true) => free.checked_add(1).filter(|f| *f < GROUP_PAGES as u32),
+            _ => Some(free),
+        }
+        .ok_or_else(|| {
+            Error::corrupt(
+                g.0,
+                format!("group free count {free} disagrees with its counts"),
+            )
+        })?;
+        put32(b, layout::rc_offset(p), v);
         put32(b, OFF_FREE, free);
-        match (old == 0, v == 0) {
-            (true, false) => self.sb.free_pages -= 1,
-            (false, true) => self.sb.free_pages += 1,
-            _ => {}
+        let total = match (old == 0, v == 0) {
+            (true, false) => self.sb.free_pages.checked_sub(1),
+            (false, true) => self.sb.free_pages.checked_add(1),
+            _ => Some(self.sb.free_pages),
+        };
+        self.sb.free_pages =
+            total.ok_or_else(|| Error::corrupt(0, "free page count disagrees with the groups"))?;
+        Ok(())
+    }
+
+    /// Checks a group header read from disk (after its checksum): the store's own pages
+    /// (the header, and page 0 in group 0) are reserved, no count is pending (pending counts
+    /// become 0 before a commit seals the header), and the free count is the number of
+    /// zero counts. Errors name the header page.
+    pub fn check_group_header(h: PageNo, b: &[u8]) -> Result<()> {
+        let bad = |what: String| Err(Error::corrupt(h.0, what));
+        if h.0 % GROUP_PAGES != 1 {
+            return bad("a group header away from a group's header place".into());
+        }
+        let mut zeros = 0u32;
+        for k in 0..GROUP_PAGES {
+            let p = PageNo(h.0 - 1 + k);
+            let rc = get32(b, META_HEADER + k as usize * 4);
+            let reserved = p == h || p.is_zero();
+            if reserved != (rc == RC_RESERVED) {
+                return bad(format!("page {} has count {rc:#x}", p.0));
+            }
+            if rc == RC_PENDING {
+                return bad(format!("page {} is pending on disk", p.0));
+            }
+            zeros += u32::from(rc == 0);
+        }
+        let free = get32(b, OFF_FREE);
+        if free != zeros {
+            return bad(format!("free count {free} but {zeros} counts are 0"));
+        }
+        if get32(b, OFF_FREE + 4) != 0 {
+            return bad("reserved header bytes are not zero".into());
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! The redo journal: full images of every metadata page a commit changes, written and
 //! synced before any of them is written home. See docs/FORMAT.md, "Commit protocol".
 
-use super::layout::{PS, get32, get64, put32, put64};
-use crate::error::Result;
+use super::layout::{self, GROUP_PAGES, Kind, PS, get32, get64, put32, put64};
+use super::superblock::Superblock;
+use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::page::{Backend, PAGE_SIZE, PageBuf};
 
@@ -22,6 +23,61 @@ pub struct Record {
 
 fn index_pages(n: usize) -> u64 {
     n.div_ceil(PER_INDEX_PAGE) as u64
+}
+
+impl Record {
+    /// Checks a record before it is replayed, so that nothing is written home unless all of
+    /// it is sound: page numbers strictly ascending, page 0 present and a valid superblock
+    /// of this commit's `seq`, every page inside the store that superblock describes, and
+    /// every image a sealed metadata page of the kind its place holds (a superblock at 0,
+    /// a group header at each header place, no store-owned kind elsewhere). Returns the
+    /// record's superblock. A record that passes its CRC but fails here was written wrong
+    /// or on purpose: opening the store fails rather than replaying it.
+    pub fn check(&self) -> Result<Superblock> {
+        let seq = self.seq;
+        let bad =
+            |p: PageNo, what: &str| Error::corrupt(p.0, format!("journal record {seq}: {what}"));
+        let Some((first, img0)) = self.pages.first() else {
+            return Err(bad(PageNo(0), "no superblock image"));
+        };
+        if !first.is_zero() {
+            return Err(bad(PageNo(0), "no superblock image"));
+        }
+        let sb = Superblock::decode(&img0[..]).map_err(|e| bad(PageNo(0), &e.to_string()))?;
+        if sb.seq != seq {
+            return Err(bad(PageNo(0), "superblock of another commit"));
+        }
+        let mut prev: Option<PageNo> = None;
+        for (p, img) in &self.pages {
+            if prev.is_some_and(|q| q >= *p) {
+                return Err(bad(*p, "page numbers not in ascending order"));
+            }
+            prev = Some(*p);
+            if p.0 >= sb.total_pages() {
+                return Err(bad(*p, "page past the end of the store"));
+            }
+            let kind = layout::verify(*p, &img[..]).map_err(|e| bad(*p, &e.to_string()))?;
+            let want_store_kind = if p.is_zero() {
+                Some(Kind::Super)
+            } else if p.0 % GROUP_PAGES == 1 {
+                Some(Kind::Group)
+            } else {
+                None
+            };
+            let ok = match want_store_kind {
+                Some(k) => kind == k,
+                None => !matches!(kind, Kind::Super | Kind::Group),
+            };
+            if !ok {
+                return Err(bad(*p, &format!("a {kind:?} image in the wrong place")));
+            }
+            if kind == Kind::Group {
+                super::Store::check_group_header(*p, &img[..])
+                    .map_err(|e| bad(*p, &e.to_string()))?;
+            }
+        }
+        Ok(sb)
+    }
 }
 
 impl Journal {

@@ -23,6 +23,11 @@ impl Store {
                 log::error!("{e}");
                 return Err(e);
             }
+            // The store checks the insides of the kinds it owns; the upper layers check
+            // theirs where they decode them (object::node, ns::inode, ns::dir, ns::blob).
+            if kind == Kind::Group {
+                Store::check_group_header(p, &v).inspect_err(|e| log::error!("{e}"))?;
+            }
             self.verified.insert(p);
         }
         Ok(f(&v))

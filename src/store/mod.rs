@@ -87,6 +87,16 @@ impl Store {
             ));
         }
         if let Some(rec) = journal.read()? {
+            // Every image is checked before any is written home (`Record::check`).
+            let rsb = rec.check()?;
+            if dev.len() < rsb.total_pages() * PS {
+                return Err(Error::BadStore(format!(
+                    "store file is truncated: {} bytes, journal record {} says {}",
+                    dev.len(),
+                    rec.seq,
+                    rsb.total_pages() * PS
+                )));
+            }
             log::info!(
                 "replaying journal record {} ({} pages)",
                 rec.seq,
@@ -98,7 +108,8 @@ impl Store {
             dev.sync()?;
         }
         let sb = Superblock::decode(&dev.view(0, PAGE_SIZE)?)?;
-        let want = sb.groups * layout::GROUP_PAGES * PS;
+        // `decode` bounds `groups`, so this product cannot wrap.
+        let want = sb.total_pages() * PS;
         if dev.len() < want {
             return Err(Error::BadStore(format!(
                 "store file is truncated: {} bytes, superblock says {want}",
@@ -106,7 +117,21 @@ impl Store {
             )));
         }
         if dev.len() > want {
-            // A crash during growth left extra bytes that no commit references.
+            // A crash during growth left extra bytes that no commit references. Growth
+            // writes its new group headers home only with the commit that records them, so
+            // a valid header past the end means the superblock, not the file, is wrong.
+            let next = layout::group_header(sb.groups);
+            if dev.len() >= (next.0 + 1) * PS
+                && layout::verify(next, &dev.view(next.0 * PS, PAGE_SIZE)?).is_ok()
+            {
+                return Err(Error::corrupt(
+                    0,
+                    format!(
+                        "superblock says {} groups but the file holds a valid header for group {}",
+                        sb.groups, sb.groups
+                    ),
+                ));
+            }
             dev.set_len(want)?;
         }
         Ok(Store::assemble(dev, journal, sb))

@@ -1,5 +1,6 @@
 use super::*;
 use crate::page::{CrashBackend, MemBackend};
+use layout::{GROUP_PAGES, RC_PENDING, RC_RESERVED};
 
 fn mem_store() -> Store {
     Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new())).expect("create")
@@ -210,4 +211,131 @@ fn a_failed_commit_refuses_further_changes() {
     assert!(s.commit().is_err());
     assert!(matches!(s.alloc(), Err(Error::Failed)));
     assert!(matches!(s.commit(), Err(Error::Failed)));
+}
+
+/// A closed store of `groups` groups, as bytes.
+fn closed_store(groups: u64) -> Vec<u8> {
+    let dev = CrashBackend::new(Vec::new());
+    let img = dev.image();
+    let mut s = Store::create(Box::new(dev), Box::new(MemBackend::new())).expect("create");
+    if groups > 1 {
+        s.grow(groups - 1).expect("grow");
+    }
+    s.close().expect("close");
+    img.durable()
+}
+
+/// Opens `bytes` and returns the outcome with the page file's length after it.
+fn open_len(bytes: Vec<u8>, journal: Vec<u8>) -> (Result<Store>, u64) {
+    let img = CrashBackend::new(bytes);
+    let r = Store::open(Box::new(img), Box::new(MemBackend::from_bytes(journal)));
+    let len = r.as_ref().map_or(0, |s| s.total_pages() * PS);
+    (r, len)
+}
+
+fn set_groups(bytes: &mut [u8], groups: u64) {
+    layout::put64(bytes, 32, groups);
+    layout::seal(PageNo(0), &mut bytes[..PAGE_SIZE]);
+}
+
+#[test]
+fn a_group_count_that_wraps_is_corrupt_and_the_file_is_kept() {
+    // Issue 14: groups * 1020 * 4096 wrapped to a small length and open cut the file.
+    let mut bytes = closed_store(2);
+    let len = bytes.len();
+    let wraps = u64::MAX / (GROUP_PAGES * PS) + 2;
+    assert!(
+        wraps.wrapping_mul(GROUP_PAGES * PS) < len as u64,
+        "the product wraps"
+    );
+    set_groups(&mut bytes, wraps);
+    let dev = MemBackend::from_bytes(bytes);
+    let e = Store::open(Box::new(dev), Box::new(MemBackend::new()))
+        .err()
+        .expect("refused");
+    assert!(matches!(e, Error::Corrupt { page: 0, .. }), "{e}");
+    // Zero groups would make the allocator divide by zero.
+    let mut bytes = closed_store(1);
+    set_groups(&mut bytes, 0);
+    assert!(matches!(
+        open_len(bytes, Vec::new()).0,
+        Err(Error::Corrupt { page: 0, .. })
+    ));
+}
+
+#[test]
+fn a_smaller_group_count_than_the_file_holds_is_refused_not_cut() {
+    let mut bytes = closed_store(3);
+    let len = bytes.len() as u64;
+    layout::put64(&mut bytes, 40, 100); // a free count one group can hold
+    set_groups(&mut bytes, 1);
+    let (r, _) = open_len(bytes.clone(), Vec::new());
+    let e = r.err().expect("refused");
+    assert!(e.to_string().contains("valid header for group 1"), "{e}");
+    // Growth after the last commit (headers never written home) is still cut.
+    let mut grown = closed_store(1);
+    grown.resize(grown.len() + 2 * (GROUP_PAGES * PS) as usize, 0);
+    let (r, after) = open_len(grown, Vec::new());
+    assert!(r.is_ok());
+    assert_eq!(after, GROUP_PAGES * PS);
+    assert!(len > after);
+}
+
+#[test]
+fn group_headers_are_checked_after_their_checksum() {
+    let bytes = closed_store(1);
+    let h = layout::group_header(0);
+    let at = (h.0 * PS) as usize;
+    let cases: [(usize, u32); 4] = [
+        (8, 5),                                     // free count not the zero counts
+        (layout::rc_offset(PageNo(0)), 0),          // page 0 not reserved
+        (layout::rc_offset(PageNo(7)), RC_PENDING), // a pending count on disk
+        (layout::rc_offset(PageNo(9)), RC_RESERVED),
+    ];
+    for (off, v) in cases {
+        let mut b = bytes.clone();
+        layout::put32(&mut b[at..at + PAGE_SIZE], off, v);
+        layout::seal(h, &mut b[at..at + PAGE_SIZE]);
+        let mut s = open_len(b, Vec::new()).0.expect("open");
+        let e = s.alloc().expect_err("corrupt header");
+        assert!(matches!(e, Error::Corrupt { page: 1, .. }), "{off}: {e}");
+    }
+}
+
+#[test]
+fn a_journal_record_that_fails_its_checks_is_not_replayed() {
+    let bytes = closed_store(1);
+    let mut sb_img = Box::new([0u8; PAGE_SIZE]);
+    sb_img.copy_from_slice(&bytes[..PAGE_SIZE]);
+    let seq = layout::get64(&sb_img[..], 24);
+    // The CRC holds, but the superblock image is of another commit.
+    let mut pages = crate::ids::PageMap::default();
+    pages.insert(PageNo(0), sb_img.clone());
+    let e = open_len(bytes.clone(), journal_of(seq + 5, &pages))
+        .0
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("another commit"), "{e}");
+    // An image for a page far past the store's end (its offset would wrap in release).
+    let mut far = Box::new([0u8; PAGE_SIZE]);
+    layout::init_meta(&mut far[..], Kind::Blob);
+    layout::seal(PageNo(1 << 60), &mut far[..]);
+    pages.insert(PageNo(1 << 60), far);
+    let e = open_len(bytes.clone(), journal_of(seq, &pages))
+        .0
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("past the end"), "{e}");
+    // The same record without the stray page replays.
+    pages.remove(&PageNo(1 << 60));
+    assert!(open_len(bytes, journal_of(seq, &pages)).0.is_ok());
+}
+
+fn journal_of(seq: u64, pages: &crate::ids::PageMap<Box<PageBuf>>) -> Vec<u8> {
+    let dev = CrashBackend::new(Vec::new());
+    let img = dev.image();
+    Journal::new(Box::new(dev))
+        .write(seq, pages)
+        .expect("write");
+    img.durable()
 }
