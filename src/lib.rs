@@ -11,7 +11,8 @@
 //! sys       every `unsafe` block (mmap, madvise, flock, fallocate, umount, signals)
 //! check     recomputes reference and link counts (fsck's core)
 //! ```
-#![deny(clippy::unwrap_used)]
+// Lints: see `[lints]` in Cargo.toml (clippy::unwrap_used and others, for every target).
+// Only `unsafe_code` is set here, for the library alone: sys.rs opts out.
 #![deny(unsafe_code)]
 
 pub mod check;

@@ -2,15 +2,24 @@
 # tests/run.sh - THE test command of cowfs: everything CI runs.
 #
 #   1. installs missing prerequisites when root (Debian packages fuse3, attr)
-#   2. cargo build --release
-#   3. cargo test --release                  (all Rust unit and integration tests)
-#   4. every tests/sh/*.sh but lib.sh, suites.sh last (a real FUSE mount each; needs root)
+#   2. cargo fmt --check, cargo clippy --all-targets -- -D warnings
+#   3. cargo build --release
+#   4. cargo test --release                  (all Rust unit and integration tests; among
+#                                            them tests/fuzz_corpus.rs, the fuzz targets'
+#                                            corpus and mutations on stable)
+#   5. cargo test (debug build: overflow checks on)
+#   6. cargo fuzz: a short run of each fuzz target (fuzz/), when cargo-fuzz is there or
+#      can be installed (it needs nightly features: RUSTC_BOOTSTRAP=1)
+#   7. every tests/sh/*.sh but lib.sh, suites.sh last (a real FUSE mount each; needs root)
 # and prints, as its very last line, "N passed, M failed" where each step/script counts as one.
 # Exits non-zero if anything failed.
 #
 # Env: COWFS_SKIP_SUITES=1  skip tests/sh/suites.sh (pjdfstest + fsx) for a quick local run
-#      COWFS_SKIP_CARGO=1   skip steps 2-3 (only for checking the shell harness itself,
+#      COWFS_SKIP_CARGO=1   skip steps 2-6 (only for checking the shell harness itself,
 #                           e.g. with COWFS_BIN=fake COWFS_ALLOW_NONFUSE=1)
+#      COWFS_SKIP_DEBUG=1   skip step 5;  COWFS_SKIP_FUZZ=1  skip step 6
+#      COWFS_CHECKS_ONLY=1  run step 2 alone (format and lints) and stop
+#      COWFS_FUZZ_SECONDS   seconds per fuzz target in step 6 (default 15)
 #      COWFS_SCRIPT_TIMEOUT seconds allowed per shell script (default 1200; suites.sh 2400)
 #      plus what tests/sh/lib.sh and the scripts read (COWFS_BIN, COWFS_PJDFSTEST_MIN, ...).
 
@@ -59,11 +68,62 @@ if [ ! -e /dev/fuse ]; then
 fi
 [ "$(id -u)" = 0 ] || say "warning: not root: mknod/chown checks are skipped and pjdfstest loses ~142 tests"
 
-# ------------------------------------------------------------------ 2-3. cargo
+# ------------------------------------------------------------------ 2-6. cargo
+step() {  # step NAME COMMAND...: runs a command as one counted step
+    local name=$1 t rc
+    shift
+    say "== $name"
+    t=$SECONDS
+    "$@" 2>&1
+    rc=$?
+    result "$name" "$rc" $((SECONDS - t))
+    return "$rc"
+}
+
+# One short libFuzzer run of each target in fuzz/ on a scratch copy of its corpus (what it
+# finds stays out of the checked-in corpus). Not having cargo-fuzz is a note, not a failure:
+# tests/fuzz_corpus.rs runs the same targets on stable in step 4.
+fuzz_step() {
+    local secs=${COWFS_FUZZ_SECONDS:-15} t rc=0 scratch tgt
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        say "== installing cargo-fuzz"
+        timeout 900 cargo install --locked cargo-fuzz >/tmp/cowfs-fuzz-install.$$.log 2>&1 ||
+            { say "note: cargo-fuzz could not be installed; the targets ran as tests/fuzz_corpus.rs"; tail -n 5 /tmp/cowfs-fuzz-install.$$.log; rm -f /tmp/cowfs-fuzz-install.$$.log; return 0; }
+        rm -f /tmp/cowfs-fuzz-install.$$.log
+    fi
+    say "== cargo fuzz build"
+    t=$SECONDS
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build -O 2>&1; then
+        result "cargo fuzz build" 1 $((SECONDS - t))
+        return 1
+    fi
+    result "cargo fuzz build" 0 $((SECONDS - t))
+    scratch=$(mktemp -d /tmp/cowfs-fuzz.XXXXXX)
+    for tgt in $(cd fuzz/fuzz_targets && ls ./*.rs | sed 's|^\./||; s|\.rs$||'); do
+        mkdir -p "$scratch/$tgt"
+        t=$SECONDS
+        say "== cargo fuzz run $tgt ($secs s)"
+        RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$tgt" "$scratch/$tgt" "fuzz/corpus/$tgt" -- \
+            -max_total_time="$secs" -rss_limit_mb=4096 -print_final_stats=1 2>&1 |
+            grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|Test unit written)|panicked' |
+            sed 's/^/    /'
+        rc=${PIPESTATUS[0]}
+        result "cargo fuzz run $tgt" "$rc" $((SECONDS - t))
+    done
+    rm -rf "$scratch"
+}
+
 if [ "${COWFS_SKIP_CARGO:-0}" = 1 ]; then
     say "== skipping cargo build and cargo test (COWFS_SKIP_CARGO=1)"
 else
     command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (rustup) first"; say "0 passed, 1 failed"; exit 1; }
+    step "cargo fmt --check" cargo fmt --check
+    step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+    if [ "${COWFS_CHECKS_ONLY:-0}" = 1 ]; then
+        say "$PASSED passed, $FAILED failed"
+        [ "$FAILED" -eq 0 ]
+        exit
+    fi
     say "== cargo build --release"
     t=$SECONDS
     cargo build --release 2>&1
@@ -78,9 +138,21 @@ else
     t=$SECONDS
     cargo test --release --no-fail-fast 2>&1
     result "cargo test --release" $? $((SECONDS - t))
+    if [ "${COWFS_SKIP_DEBUG:-0}" = 1 ]; then
+        say "== skipping the debug-build tests (COWFS_SKIP_DEBUG=1)"
+    else
+        # Overflow checks and debug assertions on: arithmetic on disk values that wraps in
+        # release panics here.
+        step "cargo test (debug)" cargo test --no-fail-fast
+    fi
+    if [ "${COWFS_SKIP_FUZZ:-0}" = 1 ]; then
+        say "== skipping cargo fuzz (COWFS_SKIP_FUZZ=1)"
+    else
+        fuzz_step
+    fi
 fi
 
-# ------------------------------------------------------------------ 4. shell tests
+# ------------------------------------------------------------------ 7. shell tests
 # leaked_mounts: mounts the shell tests left behind (they all mount under /tmp/cowfs-test.*).
 leaked_mounts() { awk '$2 ~ /^\/tmp\/cowfs-test\./ { print $2 }' /proc/mounts; }
 
