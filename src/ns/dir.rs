@@ -220,7 +220,7 @@ pub fn insert(s: &mut Store, dir: &mut Inode, name: &[u8], ino: Ino, kind: u8) -
         name: name.to_vec(),
     };
     place(s, &mut dir.map, dir.dir_bits, &e)?;
-    dir.entries += 1;
+    dir.entries = dir.entries.saturating_add(1);
     Ok(())
 }
 

@@ -170,7 +170,8 @@ pub fn remove_in(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
 /// Hands out a fresh inode number of `t` (numbers are never reused).
 pub fn alloc_in(t: &mut Table) -> Ino {
     let next = t.next.max(Ino::FIRST_FREE.0);
-    t.next = next + 1;
+    // Saturating: a corrupt count must not wrap to numbers already handed out.
+    t.next = next.saturating_add(1);
     Ino(next)
 }
 

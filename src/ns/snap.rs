@@ -113,6 +113,10 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<SnapRec>> {
         if depth > crate::object::MAX_DEPTH as u64 || (depth == 0 && !node.is_zero()) {
             return Err(bad(at, format!("table of depth {depth}")));
         }
+        let next = get64(f, 40);
+        if next >= 1 << crate::ids::VIEW_SHIFT {
+            return Err(bad(at, format!("next inode number {next}")));
+        }
         let named = !name.is_empty() && !name.contains(&b'/') && !name.contains(&0);
         let dup = !dropping && !names.insert(name);
         if (dropping && !name.is_empty()) || (!dropping && (!named || dup)) {
@@ -132,7 +136,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<SnapRec>> {
                     node,
                     depth: depth as u8,
                 },
-                next: get64(f, 40),
+                next,
             },
         });
         at += FIXED + len;
