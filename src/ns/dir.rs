@@ -80,11 +80,31 @@ fn count(b: &[u8]) -> usize {
     u16::from_le_bytes([b[OFF_COUNT], b[OFF_COUNT + 1]]) as usize
 }
 
-/// Entries of a block, with their byte offsets, checked: the used bytes fit the block and
-/// are exactly a run of whole entries, the entry count matches, every name is 1..=255
-/// bytes without `/` or NUL, every key is a 62-bit key, no entry names inode 0, the bytes
-/// after the entries are zero. Errors are the reason; callers name the page.
-fn parse(b: &[u8]) -> std::result::Result<Vec<(usize, Entry)>, String> {
+/// An entry as it sits in a block (its name borrowed).
+struct RawEntry<'a> {
+    off: usize,
+    key: u64,
+    ino: u64,
+    kind: u8,
+    name: &'a [u8],
+}
+
+impl RawEntry<'_> {
+    fn owned(&self) -> Entry {
+        Entry {
+            key: self.key,
+            ino: Ino(self.ino),
+            kind: self.kind,
+            name: self.name.to_vec(),
+        }
+    }
+}
+
+/// Entries of a block, checked: the used bytes fit the block and are exactly a run of
+/// whole entries, the entry count matches, every name is 1..=255 bytes without `/` or NUL,
+/// every key is a 62-bit key, no entry names inode 0, the bytes after the entries are
+/// zero. Errors are the reason; callers name the page.
+fn parse(b: &[u8]) -> std::result::Result<Vec<RawEntry<'_>>, String> {
     if b.len() != PAGE_SIZE {
         return Err(format!("a block of {} bytes", b.len()));
     }
@@ -105,43 +125,47 @@ fn parse(b: &[u8]) -> std::result::Result<Vec<(usize, Entry)>, String> {
             .filter(|_| off + ENTRY_FIXED + len <= end)
             .ok_or_else(|| format!("name at byte {off} runs past the entries"))?;
         check_name(name).map_err(|_| format!("bad name at byte {off}"))?;
-        let e = Entry {
+        let e = RawEntry {
+            off,
             key: get64(b, off),
-            ino: Ino(get64(b, off + 8)),
+            ino: get64(b, off + 8),
             kind: b[off + 16],
-            name: name.to_vec(),
+            name,
         };
-        if e.key >> 62 != 0 || e.ino.0 == 0 {
+        if e.key >> 62 != 0 || e.ino == 0 {
             return Err(format!(
                 "entry at byte {off}: key {:#x}, inode {}",
-                e.key, e.ino.0
+                e.key, e.ino
             ));
         }
-        out.push((off, e));
+        out.push(e);
         off += ENTRY_FIXED + len;
     }
-    let count = u16::from_le_bytes([b[OFF_COUNT], b[OFF_COUNT + 1]]) as usize;
-    if count != out.len() {
-        return Err(format!("entry count {count} but {} entries", out.len()));
+    if count(b) != out.len() {
+        return Err(format!(
+            "entry count {} but {} entries",
+            count(b),
+            out.len()
+        ));
     }
-    if b[end..PAGE_SIZE].iter().any(|x| *x != 0) {
+    if b[end..].iter().any(|x| *x != 0) {
         return Err("bytes after the entries are not zero".into());
     }
     Ok(out)
 }
 
 /// `parse` for the block at page `p`, its errors naming the page.
-fn parse_at(p: PageNo, b: &[u8]) -> Result<Vec<(usize, Entry)>> {
+fn parse_at(p: PageNo, b: &[u8]) -> Result<Vec<RawEntry<'_>>> {
     parse(b).map_err(|why| Error::corrupt(p.0, format!("directory block: {why}")))
 }
 
-/// Checks a directory block as `parse` does (for the fuzz tests and fsck's benefit).
+/// Checks a directory block as every reader does; returns its entry count.
 pub fn check_block(p: PageNo, b: &[u8]) -> Result<usize> {
     parse_at(p, b).map(|v| v.len())
 }
 
 fn block_entries(p: PageNo, b: &[u8]) -> Result<Vec<Entry>> {
-    Ok(parse_at(p, b)?.into_iter().map(|(_, e)| e).collect())
+    Ok(parse_at(p, b)?.iter().map(RawEntry::owned).collect())
 }
 
 fn append(b: &mut [u8], e: &Entry) {
@@ -164,8 +188,9 @@ fn remove_at(b: &mut [u8], off: usize, len: usize) {
 
 fn find(p: PageNo, b: &[u8], key: u64, name: &[u8]) -> Result<Option<(usize, Entry)>> {
     Ok(parse_at(p, b)?
-        .into_iter()
-        .find(|(_, e)| e.key == key && e.name == name))
+        .iter()
+        .find(|e| e.key == key && e.name == name)
+        .map(|e| (e.off, e.owned())))
 }
 
 fn chain_block(s: &mut Store, m: &MapRoot, bk: u64, j: u64) -> Result<PageNo> {
