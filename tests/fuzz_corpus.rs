@@ -221,3 +221,75 @@ fn write_seeds() {
         }
     }
 }
+
+fn refused(target: &str, data: &[u8]) -> bool {
+    matches!(check(target, data, "known bad input"), Outcome::Refused(_))
+}
+
+/// A snapshot record as `snap.rs` encodes it.
+fn snap_rec(id: u64, flags: u32, depth: u64, next: u64, name: &[u8]) -> Vec<u8> {
+    let mut r = vec![0u8; 52];
+    r[0..8].copy_from_slice(&id.to_le_bytes());
+    r[20..24].copy_from_slice(&flags.to_le_bytes());
+    r[24..32].copy_from_slice(&(if depth > 0 { 9u64 } else { 0 }).to_le_bytes());
+    r[32..40].copy_from_slice(&depth.to_le_bytes());
+    r[40..48].copy_from_slice(&next.to_le_bytes());
+    r[48..52].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    r.extend_from_slice(name);
+    r
+}
+
+#[test]
+fn known_bad_inputs_are_refused() {
+    let good = snap_rec(1, 0, 2, 40, b"a");
+    assert!(!refused("snap_list", &good));
+    for bad in [
+        snap_rec(0, 0, 2, 40, b"a"),                          // id 0
+        snap_rec(1 << 23, 0, 2, 40, b"a"),                    // id past SnapId::MAX
+        [good.clone(), snap_rec(1, 0, 2, 40, b"b")].concat(), // id twice
+        [good.clone(), snap_rec(2, 0, 2, 40, b"a")].concat(), // name twice
+        snap_rec(1, 4, 2, 40, b"a"),                          // unknown flag
+        snap_rec(1, 2, 2, 40, b"a"),                          // dropping but named
+        snap_rec(1, 0, 2, 40, b""),                           // live but nameless
+        snap_rec(1, 0, 6, 40, b"a"),                          // depth past MAX_DEPTH
+        snap_rec(1, 0, 2, 1 << 40, b"a"),                     // inode numbers into the view bits
+        good[..30].to_vec(),                                  // cut short
+    ] {
+        assert!(refused("snap_list", &bad), "{bad:?}");
+    }
+    // xattr records: whole, in a namespace, each name once.
+    let rec = |n: &[u8], v: &[u8]| {
+        [
+            vec![n.len() as u8],
+            (v.len() as u32).to_le_bytes().to_vec(),
+            n.to_vec(),
+            v.to_vec(),
+        ]
+        .concat()
+    };
+    assert!(!refused("xattr_blob", &rec(b"user.x", b"1")));
+    for bad in [
+        rec(b"other.x", b"1"),
+        rec(b"user.", b"1"),
+        [rec(b"user.x", b"1"), rec(b"user.x", b"2")].concat(),
+        rec(b"user.x", b"1")[..8].to_vec(),
+        [rec(b"user.x", b"1"), vec![0, 0]].concat(),
+    ] {
+        assert!(refused("xattr_blob", &bad), "{bad:?}");
+    }
+    // Blob pages: nothing in the header bytes, nothing past the blob's end.
+    let page = |n: u16, at: usize| {
+        let mut v = n.to_le_bytes().to_vec();
+        v.resize(2 + 4096, 0);
+        v[2] = 0x42; // any kind: the checksum and kind are the store's business
+        v[2 + at] = 1;
+        v
+    };
+    assert!(!refused("blob_page", &page(100, 16 + 99)));
+    assert!(refused("blob_page", &page(100, 16 + 100)));
+    assert!(refused("blob_page", &page(100, 9)));
+    // The bug of issue 14: a group count whose file length wraps.
+    let mut sb = fuzzing::seeds("superblock").remove(0);
+    sb[32..40].copy_from_slice(&(u64::MAX / (1020 * 4096) + 2).to_le_bytes());
+    assert!(refused("superblock", &sb));
+}

@@ -398,4 +398,39 @@ mod tests {
         assert_eq!(d.map.population(&mut s).expect("pop"), 0);
         assert!(matches!(check_name(&[b'a'; 256]), Err(Error::NameTooLong)));
     }
+
+    #[test]
+    fn a_damaged_block_is_corrupt_naming_its_page() {
+        let mut s =
+            Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new())).expect("store");
+        let mut d = Inode {
+            mode: libc::S_IFDIR | 0o755,
+            ..Default::default()
+        };
+        for i in 0..3u64 {
+            insert(&mut s, &mut d, format!("n{i}").as_bytes(), Ino(i + 10), 8).expect("insert");
+        }
+        let p = d.map.get(&mut s, 0).expect("block");
+        let damage: [(usize, u8); 5] = [
+            (OFF_USED + 1, 0x10),              // 4096+ bytes used
+            (OFF_COUNT, 9),                    // count disagrees
+            (META_HEADER + 17, 200),           // a name running past the entries
+            (META_HEADER + ENTRY_FIXED, b'/'), // a name with '/'
+            (PAGE_SIZE - 1, 1),                // bytes after the entries
+        ];
+        for (off, v) in damage {
+            let b = s.meta_mut(p, Kind::DirBlock).expect("block");
+            let old = b[off];
+            b[off] = v;
+            let r = lookup(&mut s, &d, b"n1");
+            assert!(
+                matches!(r, Err(Error::Corrupt { page, .. }) if page == p.0),
+                "{off}: {r:?}"
+            );
+            s.meta_mut(p, Kind::DirBlock).expect("block")[off] = old;
+        }
+        assert!(lookup(&mut s, &d, b"n1").expect("lookup").is_some());
+        // dir_bits read from disk past 62 must not overflow a shift.
+        assert_eq!(bucket(u64::MAX >> 2, 200), u64::MAX >> 2);
+    }
 }

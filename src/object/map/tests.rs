@@ -166,3 +166,43 @@ fn graft_shares_whole_subtrees_and_matches_per_page_clone() {
         "nothing leaked"
     );
 }
+
+#[test]
+fn a_node_of_the_wrong_level_or_a_deep_root_is_corrupt() {
+    let mut s = store();
+    let mut m = MapRoot::EMPTY;
+    m.write_data(&mut s, 600, 0, &[2]).expect("w");
+    assert_eq!(m.depth, 2);
+    // The root claims level 0 (as if it were a leaf): every read through it is refused.
+    let root = m.node;
+    let pop = node::population(s.meta_mut(root, Kind::MapNode).expect("root"));
+    node::set_word(s.meta_mut(root, Kind::MapNode).expect("root"), 0, pop);
+    let got = m.get(&mut s, 600);
+    assert!(
+        matches!(got, Err(Error::Corrupt { page, .. }) if page == root.0),
+        "{got:?}"
+    );
+    let mut copy = m;
+    let freed = copy.free(&mut s);
+    assert!(
+        matches!(freed, Err(Error::Corrupt { page, .. }) if page == root.0),
+        "{freed:?}"
+    );
+    // A depth past MAX_DEPTH (read from disk) is refused before the map grows.
+    let mut deep = MapRoot {
+        node: PageNo::ZERO,
+        depth: MAX_DEPTH + 1,
+    };
+    assert!(matches!(
+        deep.write_data(&mut s, 0, 0, &[1]),
+        Err(Error::Corrupt { .. })
+    ));
+    let mut no_depth = MapRoot {
+        node: root,
+        depth: 0,
+    };
+    assert!(matches!(
+        no_depth.set(&mut s, 0, PageNo::ZERO),
+        Err(Error::Corrupt { .. })
+    ));
+}
