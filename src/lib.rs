@@ -10,6 +10,7 @@
 //! page      bytes <-> pages: the Backend trait, mmap, file, memory, crash backends
 //! sys       every `unsafe` block (mmap, madvise, flock, fallocate, umount, signals)
 //! check     recomputes reference and link counts (fsck's core)
+//! fuzzing   entry points of the fuzz targets (fuzz/) and tests/fuzz_corpus.rs; hidden
 //! ```
 // Lints: see `[lints]` in Cargo.toml (clippy::unwrap_used and others, for every target).
 // Only `unsafe_code` is set here, for the library alone: sys.rs opts out.
