@@ -189,7 +189,9 @@ fn fix_counts(
         } else {
             links.get(&ino).copied().unwrap_or(0)
         };
-        let orphan = !i.is_dir() && i.nlink == 0;
+        // Unlinked while held (open, or known to the kernel): listed in the orphan
+        // directory only, with no links, files and directories alike.
+        let orphan = i.nlink == 0 && !links.contains_key(&ino) && !parent_of.contains_key(&ino);
         if i.nlink != want && !orphan && ino != Ino::ORPHANS {
             out.push(format!(
                 "inode {}: nlink {} but {want} links",

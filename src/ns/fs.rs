@@ -394,10 +394,14 @@ impl Fs {
         Ok(())
     }
 
-    /// Counts one more kernel reference to `ino` (every entry handed to the kernel).
-    pub(super) fn remember(&mut self, ino: Ino) {
-        if ino != Ino::ROOT {
-            *self.lookups.entry(self.kino(ino)).or_insert(0) += 1;
+    /// Counts one more kernel reference to local inode `ino` of the current view. The
+    /// adapter calls it for every entry a reply hands to the kernel (LOOKUP, CREATE, MKNOD,
+    /// MKDIR, SYMLINK, LINK), as the last step of the request, so a failed request never
+    /// counts one. The root is never forgotten by the kernel and never freed: not counted.
+    pub fn remember(&mut self, ino: Ino) {
+        let k = self.kino(ino);
+        if k != Ino::ROOT {
+            *self.lookups.entry(k).or_insert(0) += 1;
         }
     }
 
@@ -421,7 +425,6 @@ impl Fs {
         }
         if let Ok(i) = self.get(ino)
             && i.nlink == 0
-            && !i.is_dir()
         {
             self.unorphan(ino)?;
             self.free_inode(ino, i)?;
