@@ -10,24 +10,21 @@
 //! page      bytes <-> pages: the Backend trait, mmap, file, memory, crash backends
 //! sys       every `unsafe` block (mmap, madvise, flock, fallocate, umount, signals)
 //! check     recomputes reference and link counts (fsck's core)
+//! cli       the command line (above every layer; main.rs only parses and reports)
 //! ```
 #![deny(clippy::unwrap_used)]
 #![deny(unsafe_code)]
 
 pub mod check;
 pub mod cli;
-pub mod dedupcli;
 pub mod error;
 pub mod fuse;
 pub mod ids;
 pub mod ns;
 pub mod object;
 pub mod page;
-pub mod snapcli;
 pub mod store;
 pub mod sys;
-pub mod tools;
 pub mod vm;
-pub mod vmcli;
 
 pub use error::{Error, Result};

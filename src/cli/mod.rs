@@ -1,9 +1,14 @@
-//! The command line: `cowfs mkfs`, `cowfs mount`, `cowfs umount`.
+//! The command line: `cowfs mkfs`, `cowfs mount`, `cowfs umount`, and the subcommands in
+//! the files beside this one. It sits above every layer: nothing in the library imports it.
+
+pub mod dedup;
+pub mod pages;
+pub mod snap;
+pub mod tools;
 
 use crate::error::{Error, Result};
 use crate::fuse::session::{MountOpts, serve};
 use crate::store::open_dir;
-use crate::tools;
 use clap::{Parser, Subcommand};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -125,7 +130,7 @@ pub enum Cmd {
     /// Create, list, delete and roll back to snapshots of a mounted filesystem.
     Snapshot {
         #[command(subcommand)]
-        cmd: crate::snapcli::SnapCmd,
+        cmd: crate::cli::snap::SnapCmd,
     },
     /// Merge identical file pages into one shared page, and all-zero pages into holes
     /// (KSM-style; safe while the filesystem is in use). Default: the whole mount.
@@ -138,7 +143,7 @@ pub enum Cmd {
     /// The page layer: fork-style address spaces over the page store (demo, bench).
     Pages {
         #[command(subcommand)]
-        cmd: crate::vmcli::PagesCmd,
+        cmd: crate::cli::pages::PagesCmd,
     },
     /// Unmount a cowfs mount and wait for its daemon to close the store.
     Umount {
@@ -207,9 +212,9 @@ fn run_cmd(cli: Cli) -> Result<()> {
             paths, human, json, ..
         } => du(&paths, human, json),
         Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
-        Cmd::Snapshot { cmd } => crate::snapcli::run(cmd),
-        Cmd::Pages { cmd } => crate::vmcli::run(cmd),
-        Cmd::Dedup { mountpoint, paths } => crate::dedupcli::run(&mountpoint, &paths),
+        Cmd::Snapshot { cmd } => crate::cli::snap::run(cmd),
+        Cmd::Pages { cmd } => crate::cli::pages::run(cmd),
+        Cmd::Dedup { mountpoint, paths } => crate::cli::dedup::run(&mountpoint, &paths),
         Cmd::Fsck { .. } => Ok(()),
     }
 }

@@ -1,10 +1,10 @@
 //! `cowfs dedup MOUNTPOINT [PATH...]`: walks the files, asks the daemon to dedup each a
 //! batch at a time, draws progress, and prints what was merged.
 
+use crate::cli::tools;
 use crate::error::{Error, Result};
 use crate::fuse::dedup_abi::{self, DEDUP_SIZE, IOC_DEDUP, OP_FINISH, OP_STEP};
 use crate::ns::DedupStats;
-use crate::tools;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
