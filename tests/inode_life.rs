@@ -291,6 +291,12 @@ fn orphans_left_by_a_crash_are_freed_at_the_next_mount() {
         return;
     }
     let m = Mount::new();
+    let out = cowfs(&["snapshot", "create", m.s(&m.mnt), "br", "--writable"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let used0 = statvfs_used(&m.mnt);
     let p = m.path("big");
     let f = OpenOptions::new()
@@ -301,6 +307,18 @@ fn orphans_left_by_a_crash_are_freed_at_the_next_mount() {
         .open(&p)
         .expect("create");
     f.write_all_at(&vec![3u8; 16 << 20], 0).expect("write");
+    // The same inside a branch (a writable snapshot), which has its own orphans.
+    let bp = m.path(".snapshots/br/big");
+    let bf = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&bp)
+        .expect("create in the branch");
+    bf.write_all_at(&vec![4u8; 16 << 20], 0).expect("write");
+    fs::remove_file(&bp).expect("unlink in the branch");
+    bf.sync_all().expect("fsync");
     fs::create_dir(m.path("d")).expect("mkdir");
     let d = File::open(m.path("d")).expect("open dir");
     fs::remove_file(&p).expect("unlink");
@@ -323,6 +341,7 @@ fn orphans_left_by_a_crash_are_freed_at_the_next_mount() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     drop(f);
+    drop(bf);
     drop(d);
     let _ = Command::new("umount").arg("-l").arg(&m.mnt).status();
     m.mount();

@@ -127,6 +127,7 @@ impl Fs {
             fs.format()?;
         }
         fs.reap_orphans()?;
+        fs.reap_branch_orphans()?;
         fs.store.commit()?;
         Ok(fs)
     }
@@ -172,6 +173,24 @@ impl Fs {
             if let Ok(inode) = self.get(ino) {
                 self.free_inode(ino, inode)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Frees the orphans a stopped daemon left in writable snapshots (branches), which
+    /// are changed like the live tree and keep their own orphan directory.
+    fn reap_branch_orphans(&mut self) -> Result<()> {
+        let branches: Vec<SnapId> = self
+            .snaps
+            .iter()
+            .filter(|r| r.writable && !r.dropping)
+            .map(|r| r.id)
+            .collect();
+        for v in branches {
+            self.enter(v)?;
+            let r = self.reap_orphans();
+            self.leave();
+            r?;
         }
         Ok(())
     }
