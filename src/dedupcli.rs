@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::fuse::dedup_abi::{self, DEDUP_SIZE, IOC_DEDUP, OP_FINISH, OP_STEP};
 use crate::ns::DedupStats;
 use crate::tools;
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -131,9 +132,14 @@ fn walk(target: &Path, dev: u64, visit: &mut Visit<'_>) -> Result<()> {
         ino: m.ino(),
         rest,
     }];
+    // The directories on the way down: one met again below itself (a bind mount of the
+    // file system inside itself) is a cycle, skipped as fts does.
+    let mut above = HashSet::from([(m.dev(), m.ino())]);
     while let Some(top) = levels.last_mut() {
         let Some(name) = top.rest.next() else {
-            levels.pop();
+            if let Some(done) = levels.pop() {
+                above.remove(&(done.dev, done.ino));
+            }
             if let Some(up) = levels.last() {
                 let back = || -> std::io::Result<()> {
                     let d = open_dir(Path::new(".."))?;
@@ -158,6 +164,10 @@ fn walk(target: &Path, dev: u64, visit: &mut Visit<'_>) -> Result<()> {
         if m.is_file() {
             visit(Path::new(&name), &m, &|| here(&levels))?;
         } else if m.is_dir() {
+            if !above.insert((m.dev(), m.ino())) {
+                log::warn!("skipping {}: a cycle", here(&levels).display());
+                continue;
+            }
             enter(Path::new(&name), &m)
                 .map_err(|e| tools::io_err("cannot enter", &here(&levels), e))?;
             let rest = names_here().map_err(|e| tools::io_err("cannot list", &here(&levels), e))?;

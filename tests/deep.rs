@@ -7,7 +7,7 @@
 use cowfs::check::{check, fsck};
 use cowfs::ids::Ino;
 use cowfs::ns::perm::Cred;
-use cowfs::ns::{CloneOpts, Ctx, Fs, itable};
+use cowfs::ns::{CloneOpts, Ctx, Fs, dir, itable};
 use cowfs::object::MapRoot;
 use cowfs::page::MemBackend;
 use cowfs::store::Store;
@@ -269,5 +269,49 @@ fn freeing_a_deep_tree_gives_every_page_back() {
         }
         assert!(table < 100, "{table} table pages");
         assert_eq!(rep.pages_used, table + dirs);
+    });
+}
+
+#[test]
+fn walks_end_on_a_damaged_store_with_directory_cycles() {
+    on_small_stack(|| {
+        let mut fs = fs();
+        let a = mkdir(&mut fs, Ino::ROOT, b"a");
+        let b = mkdir(&mut fs, a, b"b");
+        mkdir(&mut fs, Ino::ROOT, b"x");
+        let (f, _) = fs
+            .mknod(Ctx::ROOT, b, b"f", libc::S_IFREG | 0o644, 0)
+            .expect("create");
+        fs.write(f, 0, &[1; 4096]).expect("write");
+        // Damage: b lists its own parent a, and a's parent pointer names b.
+        let s = fs.store();
+        let mut bi = itable::get(s, b).expect("b");
+        dir::insert(s, &mut bi, b"loop", a, (libc::S_IFDIR >> 12) as u8).expect("insert");
+        itable::put(s, b, &bi).expect("put");
+        let mut ai = itable::get(s, a).expect("a");
+        ai.parent = b.0;
+        itable::put(s, a, &ai).expect("put");
+        // du counts every inode once and ends.
+        let sp = fs.space(a).expect("space");
+        assert_eq!((sp.files, sp.exclusive), (1, 4096));
+        // A clone would never end: it stops with EIO.
+        fs.begin_op();
+        let r = fs.clone_path(
+            &Cred::root(),
+            b"a",
+            a,
+            Ino::ROOT,
+            b"copy",
+            CloneOpts {
+                recursive: true,
+                ..Default::default()
+            },
+        );
+        fs.end_op(r.is_ok());
+        assert_eq!(r.map(|_| ()).map_err(|e| e.errno()), Err(libc::EIO));
+        assert!(fs.lookup(Ino::ROOT, b"copy").is_err());
+        // The ancestor check goes round b, a, b, ...: it finds the cycle and says EIO.
+        let r = fs.rename(Ino::ROOT, b"x", b, b"x", 0);
+        assert_eq!(r.map_err(|e| e.errno()), Err(libc::EIO));
     });
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::Ino;
 use crate::object::MapRoot;
 use crate::page::PAGE_SIZE;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 const PS: u64 = PAGE_SIZE as u64;
 
@@ -220,6 +220,9 @@ impl Fs {
         let (top, _) = self.copy_node(cred, src, new_parent, &mut links)?;
         // Each level: the copy being filled, and the source entries still to copy into it.
         let mut stack = vec![(top, self.entries_of(src)?.into_iter())];
+        // Source directories copied: one met again is linked twice (a damaged store), and
+        // copying it again would never end.
+        let mut dirs = HashSet::from([src]);
         while let Some((into, rest)) = stack.last_mut() {
             let into = *into;
             let Some(e) = rest.next() else {
@@ -227,6 +230,12 @@ impl Fs {
                 continue;
             };
             let (child, is_dir) = self.copy_node(cred, e.ino, into, &mut links)?;
+            if is_dir && !dirs.insert(e.ino) {
+                return Err(Error::corrupt(
+                    0,
+                    format!("directory {} is linked twice", e.ino.0),
+                ));
+            }
             let mut d = self.get(into)?;
             dir::insert(&mut self.store, &mut d, &e.name, child, e.kind)?;
             if is_dir {

@@ -103,13 +103,15 @@ impl Fs {
     }
 
     /// Adds up the tree at `ino`, a directory at a time from an explicit stack (never
-    /// recursion: a user may nest directories as deep as they like).
+    /// recursion: a user may nest directories as deep as they like). Each inode counts
+    /// once: a file with several links, and a directory that a damaged store lists twice
+    /// (which must not make the walk go round forever).
     fn tree_space(&mut self, ino: Ino, sp: &mut Space, seen: &mut Seen) -> Result<()> {
         let mut inos: HashSet<Ino> = HashSet::new();
         let mut todo = vec![ino];
         while let Some(ino) = todo.pop() {
             let i = self.peek(ino)?;
-            if i.nlink > 1 && !i.is_dir() && !inos.insert(ino) {
+            if (i.nlink > 1 || i.is_dir()) && !inos.insert(ino) {
                 continue;
             }
             if i.is_file() {
