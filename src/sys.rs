@@ -133,6 +133,12 @@ pub fn syncfs(fd: &impl AsRawFd) -> io::Result<()> {
     check(unsafe { libc::syncfs(fd.as_raw_fd()) })
 }
 
+/// fchdir(2): makes the directory open as `dir` the process's working directory.
+pub fn fchdir(dir: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain system call on a descriptor we own; no memory is passed.
+    check(unsafe { libc::fchdir(dir.as_raw_fd()) })
+}
+
 /// sync_file_range(2) over the whole file: starts writeback of every dirty page and waits
 /// for it, without flushing the device cache or the file's metadata (fdatasync does that).
 pub fn write_back(fd: &impl AsRawFd) -> io::Result<()> {

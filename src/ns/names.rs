@@ -254,22 +254,32 @@ impl Fs {
         self.drop_link(e.ino)
     }
 
-    /// True when `ino` is `anc` or lies below it.
+    /// True when `ino` is `anc` or lies below it. Follows the parent pointers up to the
+    /// root however deep the tree is; only a cycle never ends, and Brent's algorithm finds
+    /// one in constant memory (a mark that moves to the current directory after 1, 2, 4,
+    /// ... steps is met again once it sits in the cycle): that is a corrupt store.
     pub(super) fn is_under(&mut self, ino: Ino, anc: Ino) -> Result<bool> {
-        let mut cur = ino;
-        for _ in 0..100_000 {
+        let (mut cur, mut mark) = (ino, ino);
+        let (mut steps, mut lap) = (0u64, 1u64);
+        loop {
             if cur == anc {
                 return Ok(true);
             }
             if cur == Ino::ROOT {
                 return Ok(false);
             }
-            cur = Ino(self.get(cur)?.parent);
+            cur = Ino(self.peek(cur)?.parent);
+            if cur == mark {
+                return Err(Error::corrupt(
+                    0,
+                    format!("directory {} is its own ancestor", cur.0),
+                ));
+            }
+            steps += 1;
+            if steps == lap {
+                (mark, steps, lap) = (cur, 0, lap.saturating_mul(2));
+            }
         }
-        Err(Error::corrupt(
-            0,
-            "directory parent chain does not reach the root",
-        ))
     }
 
     /// Renames `parent/name` to `newparent/newname`, with renameat2 flags.
