@@ -640,9 +640,11 @@ impl Fs {
             self.snaps = s.snaps;
             return;
         }
-        // The store committed without `Fs::commit` (or failed half way through a
-        // commit): its list is the truth.
-        log::warn!("an operation committed behind the namespace's back; reloading snapshots");
+        // The store failed half way through a commit, or committed without `Fs::commit`:
+        // its list is the truth.
+        if !self.store.failed() {
+            log::warn!("an operation committed behind the namespace's back");
+        }
         match snap::load(&mut self.store) {
             Ok(v) => self.snaps = Arc::new(v),
             Err(e) => log::error!("reloading the snapshot list: {e}"),
@@ -658,8 +660,11 @@ impl Fs {
     /// save point: if the operation fails later, the store and the in-memory state go
     /// back to here, not to its start.
     pub(super) fn commit(&mut self) -> Result<()> {
+        let seq = self.store.superblock().seq;
         self.store.commit()?;
-        if self.saved.is_some() {
+        // A commit with nothing to write changes nothing: the store's undo still starts
+        // at the operation's start, and so must ours.
+        if self.saved.is_some() && self.store.superblock().seq != seq {
             self.save_point();
         }
         Ok(())
