@@ -613,6 +613,11 @@ fn attempt(disk: &Disk, sc: &Scenario, kind: Kind, n: u64) -> bool {
         let handles = rig.fs.open_handles();
         let r = run_step(&mut rig.fs, s, &c);
         let Err(e) = r else {
+            assert!(
+                !rig.faults.fired(),
+                "{what}: step {} swallowed the failure",
+                s.name
+            );
             before = s.after.clone();
             continue;
         };
