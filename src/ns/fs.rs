@@ -599,7 +599,8 @@ impl Fs {
             view,
             generation,
             saved,
-            // Counts of what the kernel was told; only a reply that went out changes them.
+            // FUSE lookup counts are not undone here: they are to count only entries
+            // whose reply went out (the lead's rework of `remember`).
             lookups: _,
             // Fixed at mount.
             host_dir: _,
@@ -731,5 +732,30 @@ impl Fs {
             files: files + (1 << 32),
             ffree: 1 << 32,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_undo_puts_back_opens_and_closes() {
+        let mut h = Handles::new();
+        let a = h.add(Ino(5), libc::O_RDONLY);
+        let b = h.add(Ino(5), libc::O_RDWR);
+        h.begin();
+        let c = h.add(Ino(6), libc::O_RDONLY);
+        assert_eq!(h.close(a).expect("close"), (Ino(5), false));
+        assert_eq!(h.close(b).expect("close"), (Ino(5), true));
+        assert!(!h.open.contains_key(&Ino(5)));
+        h.undo();
+        assert!(!h.by_fh.contains_key(&c), "the undone open is gone");
+        assert!(!h.open.contains_key(&Ino(6)));
+        assert_eq!(h.open.get(&Ino(5)), Some(&2), "both closes undone");
+        assert!(h.by_fh.contains_key(&a) && h.by_fh.contains_key(&b));
+        let d = h.add(Ino(6), libc::O_RDONLY);
+        assert!(d.0 > c.0, "handle numbers are not reused");
+        assert!(h.log.is_none(), "outside an operation nothing is logged");
     }
 }
