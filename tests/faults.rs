@@ -244,6 +244,12 @@ fn drop_s1(fs: &mut Fs) -> Ctx2 {
     Ctx2::default()
 }
 
+/// Adds a writable snapshot `w`.
+fn make_w(fs: &mut Fs) -> Ctx2 {
+    op(fs, |fs| fs.snapshot_create(b"w", true)).expect("writable snapshot");
+    Ctx2::default()
+}
+
 fn open_u(fs: &mut Fs) -> Ctx2 {
     let u = ino_of(fs, "u");
     let fh = op(fs, |fs| fs.open(u, libc::O_RDWR)).expect("open");
@@ -363,6 +369,11 @@ fn scenarios(m0: &Model) -> Vec<Scenario> {
     let mut b_over_a = moved(&without(m0, "a"), "b", "a");
     nlink_of(&mut b_over_a, "b-link", 2);
     let unlinked = without(m0, "u");
+    let mut with_w = m0.clone();
+    for (k, v) in live(m0) {
+        with_w.insert(format!(".snapshots/w/{k}"), v.clone());
+    }
+    let renamed_in_w = moved(&with_w, ".snapshots/w/d/sub/p", ".snapshots/w/d/sub/p3");
     let mut truncated = m0.clone();
     if let Some(Node::File { data, .. }) = truncated.get_mut("d/x") {
         data.truncate(5000);
@@ -503,6 +514,22 @@ fn scenarios(m0: &Model) -> Vec<Scenario> {
                     ..Default::default()
                 };
                 fs.setattr(Ctx::ROOT, x, &a).map(|_| ())
+            })],
+        },
+        Scenario {
+            // The snapshot's table changes (`set_table`): the list in memory and in the
+            // store must still agree after a failure.
+            name: "rename inside a writable snapshot",
+            allocates: true,
+            setup: make_w,
+            start: with_w,
+            steps: vec![step("rename", renamed_in_w, |fs, _| {
+                let id = fs.snapshot_id(b"w")?;
+                fs.enter(id)?;
+                let sub = sub_of(fs);
+                let r = fs.rename(sub, b"p", sub, b"p3", 0);
+                fs.leave();
+                r
             })],
         },
         Scenario {
