@@ -4,16 +4,18 @@
 //! After each failure the namespace (walked through the Fs API) equals the model of the
 //! state before the step, the in-memory snapshot list equals the store's, the open handles
 //! are as before, the step works when tried again, and fsck finds a clean store. A failure
-//! inside a commit leaves the store refusing changes; reopened from what was durable it
-//! holds the state before or after the step, and fsck finds it clean.
+//! inside a commit leaves the store refusing changes; reopened from what was durable (a
+//! crash) or from everything written (a restart) it holds the state before or after the
+//! step, and fsck finds it clean.
 
 use cowfs::check::check;
 use cowfs::ids::{Fh, Ino};
 use cowfs::ns::perm::Cred;
 use cowfs::ns::{CloneOpts, Ctx, Fs, SetAttr, snap_load};
-use cowfs::page::{CrashBackend, CrashImage, FaultBackend, Faults};
+use cowfs::page::{Backend, CrashBackend, FaultBackend, Faults};
 use cowfs::store::Store;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 const RENAME_EXCHANGE: u32 = 2;
 /// References freed per reclaim step: small, so a table takes several steps.
@@ -36,19 +38,106 @@ struct Disk {
     journal: Vec<u8>,
 }
 
-/// An open filesystem on fault-injecting crash backends.
+type Image = Arc<Mutex<Vec<u8>>>;
+
+fn bytes(i: &Image) -> Vec<u8> {
+    i.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// A device in memory that keeps two images for the test: what the last sync made
+/// durable (a crash), and, once dropped, everything written (the daemon stopped after
+/// the error, the machine kept running).
+struct Twin {
+    live: Vec<u8>,
+    durable: Image,
+    at_drop: Image,
+}
+
+impl Twin {
+    fn new(bytes: Vec<u8>) -> (Twin, Image, Image) {
+        let (durable, at_drop) = (Image::default(), Image::default());
+        *durable.lock().unwrap_or_else(PoisonError::into_inner) = bytes.clone();
+        let t = Twin {
+            live: bytes,
+            durable: durable.clone(),
+            at_drop: at_drop.clone(),
+        };
+        (t, durable, at_drop)
+    }
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        *self.at_drop.lock().unwrap_or_else(PoisonError::into_inner) = self.live.clone();
+    }
+}
+
+impl Backend for Twin {
+    fn len(&self) -> u64 {
+        self.live.len() as u64
+    }
+    fn set_len(&mut self, len: u64) -> cowfs::Result<()> {
+        self.live.resize(len as usize, 0);
+        Ok(())
+    }
+    fn read(&self, off: u64, buf: &mut [u8]) -> cowfs::Result<()> {
+        let o = off as usize;
+        let src = self
+            .live
+            .get(o..o + buf.len())
+            .ok_or(cowfs::Error::Invalid("past the end"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write(&mut self, off: u64, buf: &[u8]) -> cowfs::Result<()> {
+        let o = off as usize;
+        let dst = self
+            .live
+            .get_mut(o..o + buf.len())
+            .ok_or(cowfs::Error::Invalid("past the end"))?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+    fn sync(&mut self) -> cowfs::Result<()> {
+        *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = self.live.clone();
+        Ok(())
+    }
+}
+
+/// An open filesystem on fault-injecting backends.
 struct Rig {
     fs: Fs,
     faults: Faults,
-    pages: CrashImage,
-    journal: CrashImage,
+    /// Durable images, then images at drop: pages and journal.
+    pages: (Image, Image),
+    journal: (Image, Image),
+}
+
+impl Rig {
+    /// What a crash now would leave.
+    fn durable(&self) -> Disk {
+        Disk {
+            pages: bytes(&self.pages.0),
+            journal: bytes(&self.journal.0),
+        }
+    }
+
+    /// Stops the filesystem without a commit: what a restart of the daemon finds.
+    fn stop(self) -> Disk {
+        let (pages, journal) = (self.pages.1.clone(), self.journal.1.clone());
+        drop(self);
+        Disk {
+            pages: bytes(&pages),
+            journal: bytes(&journal),
+        }
+    }
 }
 
 fn open(disk: &Disk) -> Rig {
     let faults = Faults::new();
-    let p = CrashBackend::new(disk.pages.clone());
-    let j = CrashBackend::new(disk.journal.clone());
-    let (pages, journal) = (p.image(), j.image());
+    let (p, pd, pl) = Twin::new(disk.pages.clone());
+    let (j, jd, jl) = Twin::new(disk.journal.clone());
+    let (pages, journal) = ((pd, pl), (jd, jl));
     let store = Store::open(
         Box::new(FaultBackend::new(Box::new(p), faults.clone())),
         Box::new(FaultBackend::new(Box::new(j), faults.clone())),
@@ -571,11 +660,7 @@ fn check_memory(fs: &mut Fs, handles: &[(Fh, Ino)], what: &str) {
 fn check_on_disk(mut rig: Rig, want: &Model, what: &str) {
     rig.faults.disarm();
     rig.fs.close().expect("close");
-    let disk = Disk {
-        pages: rig.pages.durable(),
-        journal: rig.journal.durable(),
-    };
-    fsck_and_compare(&disk, &[want], what);
+    fsck_and_compare(&rig.durable(), &[want], what);
 }
 
 /// Opens `disk`, checks it (fsck clean) and compares its namespace with one of `wants`;
@@ -663,11 +748,10 @@ fn attempt(disk: &Disk, sc: &Scenario, kind: Kind, n: u64) -> bool {
                 fs.mknod(Ctx::ROOT, Ino::ROOT, b"refused", libc::S_IFREG, 0)
             });
             assert_eq!(r.map(|_| ()).map_err(|e| e.errno()), Err(libc::EIO));
-            let disk = Disk {
-                pages: rig.pages.durable(),
-                journal: rig.journal.durable(),
-            };
-            fsck_and_compare(&disk, &[&before, &s.after], &what);
+            let crashed = rig.durable();
+            fsck_and_compare(&crashed, &[&before, &s.after], &format!("{what}, crash"));
+            let stopped = rig.stop();
+            fsck_and_compare(&stopped, &[&before, &s.after], &format!("{what}, restart"));
             return true;
         }
         // The step failed and was undone, memory and store alike.
