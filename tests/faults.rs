@@ -1,6 +1,8 @@
 //! Fault injection: every page allocation (ENOSPC) and every write or sync (EIO) fails in
 //! turn inside snapshot create, delete and rollback (with the reclaim steps after them),
-//! a tree clone, four kinds of rename, and an unlink of an open file with its release.
+//! a tree clone, renames (plain, over a file, over an empty directory, exchange; in
+//! shared directories, in the root and in a writable snapshot), an open followed by a
+//! failing truncate, and an unlink of an open file with its release.
 //! After each failure the namespace (walked through the Fs API) equals the model of the
 //! state before the step, the in-memory snapshot list equals the store's, the open handles
 //! are as before, the step works when tried again, and fsck finds a clean store. A failure
@@ -291,7 +293,7 @@ fn baseline() -> Disk {
     }
 }
 
-type StepFn = dyn Fn(&mut Fs, &Ctx2) -> cowfs::Result<()>;
+type StepFn = dyn Fn(&mut Fs, &Held) -> cowfs::Result<()>;
 
 /// One step of a scenario: what it does and the model after it.
 struct Step {
@@ -304,7 +306,7 @@ struct Step {
 
 /// What the scenario's set-up left for its steps.
 #[derive(Default)]
-struct Ctx2 {
+struct Held {
     fh: Option<Fh>,
     more: std::cell::Cell<bool>,
 }
@@ -315,34 +317,34 @@ struct Scenario {
     /// the store has some already: a reference more or less, the list rewritten in its
     /// own page).
     allocates: bool,
-    setup: fn(&mut Fs) -> Ctx2,
+    setup: fn(&mut Fs) -> Held,
     /// The namespace after `setup`.
     start: Model,
     steps: Vec<Step>,
 }
 
-fn no_setup(_: &mut Fs) -> Ctx2 {
-    Ctx2::default()
+fn no_setup(_: &mut Fs) -> Held {
+    Held::default()
 }
 
 /// Leaves the store without snapshots: the next one writes a new list.
-fn drop_s1(fs: &mut Fs) -> Ctx2 {
+fn drop_s1(fs: &mut Fs) -> Held {
     op(fs, |fs| fs.snapshot_delete(b"s1")).expect("delete");
     while op(fs, |fs| fs.reclaim_step(1 << 20)).expect("reclaim") {}
     op(fs, |fs| fs.sync()).expect("sync");
-    Ctx2::default()
+    Held::default()
 }
 
 /// Adds a writable snapshot `w`.
-fn make_w(fs: &mut Fs) -> Ctx2 {
+fn make_w(fs: &mut Fs) -> Held {
     op(fs, |fs| fs.snapshot_create(b"w", true)).expect("writable snapshot");
-    Ctx2::default()
+    Held::default()
 }
 
-fn open_u(fs: &mut Fs) -> Ctx2 {
+fn open_u(fs: &mut Fs) -> Held {
     let u = ino_of(fs, "u");
     let fh = op(fs, |fs| fs.open(u, libc::O_RDWR)).expect("open");
-    Ctx2 {
+    Held {
         fh: Some(fh),
         ..Default::default()
     }
@@ -351,7 +353,7 @@ fn open_u(fs: &mut Fs) -> Ctx2 {
 fn step(
     name: &'static str,
     after: Model,
-    run: impl Fn(&mut Fs, &Ctx2) -> cowfs::Result<()> + 'static,
+    run: impl Fn(&mut Fs, &Held) -> cowfs::Result<()> + 'static,
 ) -> Step {
     Step {
         name,
@@ -469,7 +471,7 @@ fn scenarios(m0: &Model) -> Vec<Scenario> {
     }
     // In d/sub, or in the root when `top`.
     let rename = |from: &'static str, to: &'static str, flags: u32, top: bool| {
-        move |fs: &mut Fs, _: &Ctx2| {
+        move |fs: &mut Fs, _: &Held| {
             let dir = if top { Ino::ROOT } else { sub_of(fs) };
             fs.rename(dir, from.as_bytes(), dir, to.as_bytes(), flags)
         }
@@ -700,7 +702,7 @@ fn fsck_and_compare(disk: &Disk, wants: &[&Model], what: &str) -> usize {
 
 /// Runs step `s` once (or, for a repeating step, until it says it is done), each run an
 /// operation followed by a commit as fsync makes one. Returns the first error.
-fn run_step(fs: &mut Fs, s: &Step, c: &Ctx2) -> cowfs::Result<()> {
+fn run_step(fs: &mut Fs, s: &Step, c: &Held) -> cowfs::Result<()> {
     loop {
         c.more.set(false);
         op(fs, |fs| (s.run)(fs, c))?;
