@@ -9,6 +9,7 @@ use crate::ids::{Fh, Ino, SnapId};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Who is asking: the caller's credentials and umask.
 #[derive(Debug, Clone, Copy)]
@@ -70,17 +71,124 @@ struct Handle {
     flags: i32,
 }
 
+/// A change to the handle table, for the undo log.
+enum HandleChange {
+    Opened(Fh),
+    Closed(Fh, Handle),
+}
+
+/// Open handles (`Fh -> kernel inode`), open counts per inode, and an undo log of the
+/// current operation's changes (a log, not a copy: the table may be large, and
+/// `begin_op` runs on every request).
+struct Handles {
+    by_fh: HashMap<Fh, Handle>,
+    open: HashMap<Ino, u32>,
+    next_fh: u64,
+    /// The current operation's changes, oldest first (`None` outside an operation).
+    log: Option<Vec<HandleChange>>,
+}
+
+impl Handles {
+    fn new() -> Self {
+        Handles {
+            by_fh: HashMap::new(),
+            open: HashMap::new(),
+            next_fh: 1,
+            log: None,
+        }
+    }
+
+    fn count(&mut self, ino: Ino) {
+        *self.open.entry(ino).or_insert(0) += 1;
+    }
+
+    /// Drops one open of `ino`; true when that was the last.
+    fn uncount(&mut self, ino: Ino) -> bool {
+        let n = self.open.entry(ino).or_insert(1);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.open.remove(&ino);
+            return true;
+        }
+        false
+    }
+
+    fn add(&mut self, ino: Ino, flags: i32) -> Fh {
+        let fh = Fh(self.next_fh);
+        self.next_fh += 1;
+        self.by_fh.insert(fh, Handle { ino, flags });
+        self.count(ino);
+        self.note(HandleChange::Opened(fh));
+        fh
+    }
+
+    /// Closes `fh`: its kernel inode, and true when that was the inode's last open.
+    fn close(&mut self, fh: Fh) -> Result<(Ino, bool)> {
+        let h = self.by_fh.remove(&fh).ok_or(Error::BadHandle)?;
+        let ino = h.ino;
+        let last = self.uncount(ino);
+        self.note(HandleChange::Closed(fh, h));
+        Ok((ino, last))
+    }
+
+    fn note(&mut self, c: HandleChange) {
+        if let Some(l) = self.log.as_mut() {
+            l.push(c);
+        }
+    }
+
+    /// Starts logging changes afresh (an operation begins, or commits half way): what
+    /// came before can no longer be undone.
+    fn begin(&mut self) {
+        self.log = Some(Vec::new());
+    }
+
+    /// Keeps the changes: the operation succeeded.
+    fn end(&mut self) {
+        self.log = None;
+    }
+
+    /// Undoes the changes since `begin`, newest first. Handle numbers are not handed out
+    /// again (the kernel never saw the undone ones).
+    fn undo(&mut self) {
+        let mut log = self.log.take().unwrap_or_default();
+        while let Some(c) = log.pop() {
+            match c {
+                HandleChange::Opened(fh) => {
+                    if let Some(h) = self.by_fh.remove(&fh) {
+                        self.uncount(h.ino);
+                    }
+                }
+                HandleChange::Closed(fh, h) => {
+                    self.count(h.ino);
+                    self.by_fh.insert(fh, h);
+                }
+            }
+        }
+    }
+}
+
+/// What `begin_op` keeps of the in-memory state, to put back if the operation fails (the
+/// store and the handle table keep undo logs of their own). Cheap: the snapshot list is
+/// shared, and copied only by an operation that changes it (`Fs::snaps_mut`).
+struct Saved {
+    snaps: Arc<Vec<SnapRec>>,
+    view: SnapId,
+    generation: u64,
+    /// The store's commit number then: a commit the operation made behind `Fs::commit`'s
+    /// back shows as a different one.
+    seq: u64,
+}
+
 /// The mounted filesystem's state. One lock around it serializes every operation.
 pub struct Fs {
     pub(super) store: Store,
-    handles: HashMap<Fh, Handle>,
-    next_fh: u64,
-    open: HashMap<Ino, u32>,
+    handles: Handles,
     /// Kernel references per inode (FUSE lookup counts), dropped by `forget`.
     lookups: HashMap<Ino, u64>,
     host_dir: Option<PathBuf>,
-    /// Snapshots and tables being freed.
-    pub(super) snaps: Vec<SnapRec>,
+    /// Snapshots and tables being freed (changed through `snaps_mut`).
+    pub(super) snaps: Arc<Vec<SnapRec>>,
     /// The dedup run in progress, if any.
     pub(super) dedup: Option<super::dedup::DedupRun>,
     /// The tree the current operation works in (see `enter`): inode numbers inside the
@@ -90,6 +198,8 @@ pub struct Fs {
     /// kernel drops every inode it cached (their sizes included, which it owns with the
     /// writeback cache) instead of reusing one for the rolled-back file of that number.
     generation: u64,
+    /// The state as the current operation found it (`None` outside an operation).
+    saved: Option<Saved>,
 }
 
 /// Clears set-user-ID, and set-group-ID when group execution is on (without it the bit
@@ -112,17 +222,16 @@ impl Fs {
     pub fn new(store: Store, host_dir: Option<PathBuf>) -> Result<Fs> {
         let mut fs = Fs {
             store,
-            handles: HashMap::new(),
-            next_fh: 1,
+            handles: Handles::new(),
             generation: 0,
-            open: HashMap::new(),
             lookups: HashMap::new(),
             host_dir,
-            snaps: Vec::new(),
+            snaps: Arc::default(),
             dedup: None,
             view: SnapId::LIVE,
+            saved: None,
         };
-        fs.snaps = snap::load(&mut fs.store)?;
+        fs.snaps = Arc::new(snap::load(&mut fs.store)?);
         if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
             fs.format()?;
         }
@@ -366,17 +475,13 @@ impl Fs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             self.check_view_writable()?;
         }
-        let fh = Fh(self.next_fh);
-        self.next_fh += 1;
         let ino = self.kino(ino);
-        self.handles.insert(fh, Handle { ino, flags });
-        *self.open.entry(ino).or_insert(0) += 1;
-        Ok(fh)
+        Ok(self.handles.add(ino, flags))
     }
 
     /// Checks that handle `fh` is open on `ino` for writing (else EBADF).
     pub fn check_writable_handle(&self, fh: Fh, ino: Ino) -> Result<()> {
-        match self.handles.get(&fh) {
+        match self.handles.by_fh.get(&fh) {
             Some(h) if h.ino == self.kino(ino) && h.flags & libc::O_ACCMODE != libc::O_RDONLY => {
                 Ok(())
             }
@@ -386,7 +491,23 @@ impl Fs {
 
     /// The inode behind a handle (its kernel number).
     pub fn handle_ino(&self, fh: Fh) -> Result<Ino> {
-        self.handles.get(&fh).map(|h| h.ino).ok_or(Error::BadHandle)
+        self.handles
+            .by_fh
+            .get(&fh)
+            .map(|h| h.ino)
+            .ok_or(Error::BadHandle)
+    }
+
+    /// Every open handle with its kernel inode, by handle number.
+    pub fn open_handles(&self) -> Vec<(Fh, Ino)> {
+        let mut v: Vec<(Fh, Ino)> = self
+            .handles
+            .by_fh
+            .iter()
+            .map(|(f, h)| (*f, h.ino))
+            .collect();
+        v.sort_by_key(|(f, _)| f.0);
+        v
     }
 
     /// Runs `f` on local inode of kernel number `k`, in its view.
@@ -403,12 +524,9 @@ impl Fs {
 
     /// Closes a handle; frees an unlinked inode on its last close.
     pub fn release(&mut self, fh: Fh) -> Result<()> {
-        let h = self.handles.remove(&fh).ok_or(Error::BadHandle)?;
-        let n = self.open.entry(h.ino).or_insert(1);
-        *n -= 1;
-        if *n == 0 {
-            self.open.remove(&h.ino);
-            self.in_view_of(h.ino, |fs, i| fs.free_if_unused(i))?;
+        let (ino, last) = self.handles.close(fh)?;
+        if last {
+            self.in_view_of(ino, |fs, i| fs.free_if_unused(i))?;
         }
         Ok(())
     }
@@ -454,7 +572,7 @@ impl Fs {
     /// True while a handle is open on `ino` or the kernel still references it.
     pub(super) fn is_in_use(&self, ino: Ino) -> bool {
         let k = self.kino(ino);
-        self.open.contains_key(&k) || self.lookups.contains_key(&k)
+        self.handles.open.contains_key(&k) || self.lookups.contains_key(&k)
     }
 
     pub(super) fn orphan(&mut self, ino: Ino) -> Result<()> {
@@ -486,23 +604,98 @@ impl Fs {
         self.set_table(v, t)
     }
 
-    /// Starts an all-or-nothing operation (see `Store::begin_op`).
+    /// Starts an all-or-nothing operation: until `end_op`, everything it changes can be
+    /// put back, in the store (`Store::begin_op`) and in memory.
     pub fn begin_op(&mut self) {
         self.store.begin_op();
+        self.save_point();
     }
 
-    /// Ends an operation: keep its changes if it succeeded, undo them if not.
+    /// Keeps what a failed operation must put back of the in-memory state. Every field is
+    /// named here, so a new one does not compile until it says how it is undone.
+    fn save_point(&mut self) {
+        let Fs {
+            store,
+            handles,
+            snaps,
+            view,
+            generation,
+            saved,
+            // FUSE lookup counts are not undone here: they are to count only entries
+            // whose reply went out (the lead's rework of `remember`).
+            lookups: _,
+            // Fixed at mount.
+            host_dir: _,
+            // A hint: every candidate is re-checked before a merge, so a stale one is
+            // skipped, never merged wrongly (see `ns::dedup`).
+            dedup: _,
+        } = self;
+        handles.begin();
+        *saved = Some(Saved {
+            snaps: Arc::clone(snaps),
+            view: *view,
+            generation: *generation,
+            seq: store.superblock().seq,
+        });
+    }
+
+    /// Ends an operation: keep its changes if it succeeded, undo them if not (the store's
+    /// pages and the in-memory state together).
     pub fn end_op(&mut self, ok: bool) {
         if ok {
             self.store.end_op();
+            self.handles.end();
+            self.saved = None;
         } else {
             self.store.rollback_op();
+            self.restore();
         }
+    }
+
+    fn restore(&mut self) {
+        self.handles.undo();
+        let Some(s) = self.saved.take() else {
+            return;
+        };
+        self.view = s.view;
+        self.generation = s.generation;
+        if self.store.superblock().seq == s.seq {
+            self.snaps = s.snaps;
+            return;
+        }
+        // The store failed half way through a commit, or committed without `Fs::commit`:
+        // its list is the truth.
+        if !self.store.failed() {
+            log::warn!("an operation committed behind the namespace's back");
+        }
+        match snap::load(&mut self.store) {
+            Ok(v) => self.snaps = Arc::new(v),
+            Err(e) => log::error!("reloading the snapshot list: {e}"),
+        }
+    }
+
+    /// The snapshot list for changing (copied first if `begin_op` still shares it).
+    pub(super) fn snaps_mut(&mut self) -> &mut Vec<SnapRec> {
+        Arc::make_mut(&mut self.snaps)
+    }
+
+    /// Commits. What is committed cannot be undone, so inside an operation this is also a
+    /// save point: if the operation fails later, the store and the in-memory state go
+    /// back to here, not to its start.
+    pub(super) fn commit(&mut self) -> Result<()> {
+        let seq = self.store.superblock().seq;
+        self.store.commit()?;
+        // A commit with nothing to write changes nothing: the store's undo still starts
+        // at the operation's start, and so must ours.
+        if self.saved.is_some() && self.store.superblock().seq != seq {
+            self.save_point();
+        }
+        Ok(())
     }
 
     /// Makes everything so far durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.store.commit()
+        self.commit()
     }
 
     /// True when the uncommitted metadata has grown past `limit` bytes.
@@ -528,7 +721,7 @@ impl Fs {
     /// Commits when the uncommitted metadata grows past `limit` bytes.
     pub fn commit_if_over(&mut self, limit: usize) -> Result<()> {
         if self.store.dirty_bytes() > limit {
-            self.store.commit()?;
+            self.commit()?;
         }
         Ok(())
     }
@@ -561,5 +754,30 @@ impl Fs {
             files: files + (1 << 32),
             ffree: 1 << 32,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_undo_puts_back_opens_and_closes() {
+        let mut h = Handles::new();
+        let a = h.add(Ino(5), libc::O_RDONLY);
+        let b = h.add(Ino(5), libc::O_RDWR);
+        h.begin();
+        let c = h.add(Ino(6), libc::O_RDONLY);
+        assert_eq!(h.close(a).expect("close"), (Ino(5), false));
+        assert_eq!(h.close(b).expect("close"), (Ino(5), true));
+        assert!(!h.open.contains_key(&Ino(5)));
+        h.undo();
+        assert!(!h.by_fh.contains_key(&c), "the undone open is gone");
+        assert!(!h.open.contains_key(&Ino(6)));
+        assert_eq!(h.open.get(&Ino(5)), Some(&2), "both closes undone");
+        assert!(h.by_fh.contains_key(&a) && h.by_fh.contains_key(&b));
+        let d = h.add(Ino(6), libc::O_RDONLY);
+        assert!(d.0 > c.0, "handle numbers are not reused");
+        assert!(h.log.is_none(), "outside an operation nothing is logged");
     }
 }

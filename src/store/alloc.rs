@@ -152,6 +152,7 @@ impl Store {
     /// Allocates one page with a count of 1. Its content is undefined until written.
     pub fn alloc(&mut self) -> Result<PageNo> {
         self.check_writable()?;
+        self.dev.check_alloc()?;
         if self.sb.free_pages == 0 {
             self.grow(self.grow_step())?;
         }

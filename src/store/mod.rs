@@ -41,6 +41,7 @@ struct Undo {
     sb: Superblock,
     pending_len: usize,
     shrunk_added: Vec<PageNo>,
+    counters: Counters,
 }
 
 /// The page store. Not thread-safe by itself: the namespace holds it under one lock.
@@ -259,6 +260,7 @@ impl Store {
             sb: self.sb.clone(),
             pending_len: self.pending.len(),
             shrunk_added: Vec::new(),
+            counters: self.counters.clone(),
         });
     }
 
@@ -285,6 +287,7 @@ impl Store {
         for p in u.shrunk_added {
             self.shrunk.remove(&p);
         }
+        self.counters = u.counters;
         log::debug!("operation rolled back");
     }
 
@@ -310,6 +313,12 @@ impl Store {
         {
             u.shrunk_added.push(p);
         }
+    }
+
+    /// True after a commit failed half way: every change is refused until the store is
+    /// reopened.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Refuses changes after a failed commit.
@@ -353,9 +362,14 @@ impl Store {
         self.dev.sync()?;
         // 2. The record is durable: from here on, the commit has happened.
         self.journal.write(self.sb.seq, &self.dirty)?;
-        // 3. Home writes; made durable by step 1 of the next commit (or by close).
-        for (p, buf) in self.dirty.drain() {
+        // 3. Home writes; made durable by step 1 of the next commit (or by close). The
+        // dirty cache is emptied only once they all went: if one fails, memory still
+        // shows the committed state (which the journal holds) while the store refuses
+        // changes.
+        for (p, buf) in &self.dirty {
             self.dev.write(p.0 * PS, &buf[..])?;
+        }
+        for (p, _) in self.dirty.drain() {
             self.verified.insert(p);
         }
         self.data_dirty = false;
