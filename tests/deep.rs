@@ -160,19 +160,39 @@ fn fsck_checks_and_repairs_a_store_holding_a_deep_tree() {
         let mut fs = fs();
         let d = deep(&mut fs);
         clean(&mut fs);
-        // A wrong link count at the bottom: repair must find it, fix it, and be clean after.
+        // Damage: the root loses its entry for the top (the whole tree is lost), and the
+        // bottom directory's link count is wrong.
         let s = fs.store();
+        let mut root = itable::get(s, Ino::ROOT).expect("root");
+        dir::remove(s, &mut root, b"top").expect("remove");
+        root.nlink -= 1;
+        itable::put(s, Ino::ROOT, &root).expect("put");
         let mut i = itable::get(s, d.bottom).expect("bottom");
         i.nlink = 7;
         itable::put(s, d.bottom, &i).expect("put");
         s.commit().expect("commit");
-        let rep = check(s).expect("check");
-        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        // Only the top is lost: everything below is reached through it.
+        let mut rep = check(s).expect("check");
+        let mut want = vec![
+            format!("inode {} is not linked anywhere", d.top.0),
+            format!("inode {}: nlink 7 but 2 links", d.bottom.0),
+        ];
+        rep.problems.sort();
+        want.sort();
+        assert_eq!(rep.problems, want);
         let rep = fsck(s, true, &mut |_, _, _| {}).expect("repair");
         assert!(rep.problems.is_empty(), "{:?}", rep.problems);
         assert_eq!(rep.exit_code(), 1, "{:?}", rep.repaired);
-        assert_eq!(itable::get(s, d.bottom).expect("bottom").nlink, 2);
-        clean(&mut fs);
+        // The top is in /lost+found as #INO, alone, with the tree below it.
+        let lf = fs.lookup(Ino::ROOT, b"lost+found").expect("lost+found");
+        assert_eq!(lf.1.entries, 1);
+        let name = format!("#{}", d.top.0);
+        let top = fs.lookup(lf.0, name.as_bytes()).expect("#top").0;
+        assert_eq!(top, d.top);
+        assert_eq!(fs.getattr(top).expect("top").parent, lf.0.0);
+        assert_eq!(descend(&mut fs, top), d.bottom);
+        assert_eq!(fs.getattr(d.bottom).expect("bottom").nlink, 2);
+        assert_eq!(fs.lookup(d.bottom, b"f").expect("f").0, d.file);
     });
 }
 
@@ -313,5 +333,23 @@ fn walks_end_on_a_damaged_store_with_directory_cycles() {
         // The ancestor check goes round b, a, b, ...: it finds the cycle and says EIO.
         let r = fs.rename(Ino::ROOT, b"x", b, b"x", 0);
         assert_eq!(r.map_err(|e| e.errno()), Err(libc::EIO));
+        // Cut off from the root, a and b are lost directories listing each other: no top
+        // to put in /lost+found, so fsck picks the smallest, says so, and ends.
+        let s = fs.store();
+        let mut root = itable::get(s, Ino::ROOT).expect("root");
+        dir::remove(s, &mut root, b"a").expect("remove");
+        root.nlink -= 1;
+        itable::put(s, Ino::ROOT, &root).expect("put");
+        s.commit().expect("commit");
+        let rep = check(s).expect("check");
+        let lost = format!("inode {} is not linked anywhere", a.0);
+        assert!(rep.problems.contains(&lost), "{:?}", rep.problems);
+        assert!(
+            !rep.problems
+                .iter()
+                .any(|p| p.contains(&format!("inode {} is not", b.0)))
+        );
+        let rep = fsck(s, true, &mut |_, _, _| {}).expect("repair");
+        assert!(rep.repaired.contains(&lost), "{:?}", rep.repaired);
     });
 }

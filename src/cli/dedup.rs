@@ -108,8 +108,9 @@ type Visit<'a> = dyn FnMut(&Path, &Metadata, &dyn Fn() -> PathBuf) -> Result<()>
 /// Calls `visit` on every regular file under `target` on device `dev`: symlinks are not
 /// followed, `.snapshots` and other file systems are skipped. Iterative, fts-style: it
 /// changes into each directory and back up with `..` (checked to be the directory it came
-/// from), so neither the depth of the tree nor the length of its paths is limited.
-fn walk(target: &Path, dev: u64, visit: &mut Visit<'_>) -> Result<()> {
+/// from), so neither the depth of the tree nor the length of its paths is limited. `tell`:
+/// warn about what is skipped (once is enough for two walks).
+fn walk(target: &Path, dev: u64, tell: bool, visit: &mut Visit<'_>) -> Result<()> {
     let m =
         std::fs::symlink_metadata(target).map_err(|e| tools::io_err("cannot read", target, e))?;
     if m.dev() != dev {
@@ -165,7 +166,9 @@ fn walk(target: &Path, dev: u64, visit: &mut Visit<'_>) -> Result<()> {
             visit(Path::new(&name), &m, &|| here(&levels))?;
         } else if m.is_dir() {
             if !above.insert((m.dev(), m.ino())) {
-                log::warn!("skipping {}: a cycle", here(&levels).display());
+                if tell {
+                    log::warn!("skipping {}: a cycle", here(&levels).display());
+                }
                 continue;
             }
             enter(Path::new(&name), &m)
@@ -240,7 +243,7 @@ pub fn run(mnt: &Path, paths: &[PathBuf]) -> Result<()> {
                 mnt.display()
             )));
         }
-        walk(p, dev, &mut |_, m, _| {
+        walk(p, dev, false, &mut |_, m, _| {
             files += 1;
             total += m.len();
             Ok(())
@@ -255,7 +258,7 @@ pub fn run(mnt: &Path, paths: &[PathBuf]) -> Result<()> {
     };
     let mut sum = DedupStats::default();
     for p in &targets {
-        walk(p, dev, &mut |name, _, shown| {
+        walk(p, dev, true, &mut |name, _, shown| {
             let f = match OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
