@@ -80,6 +80,22 @@ fn write_back(fs: &Mutex<Fs>) {
 }
 
 impl CowFuse {
+    /// RELEASE and RELEASEDIR: the handle is closed in one operation and the inode freed
+    /// (when that was what held it) in a second, so a failed free never brings back a
+    /// handle the kernel has let go of. A failed free is logged; the orphan is freed at
+    /// the next mount.
+    fn release_handle(&self, fh: crate::ids::Fh) -> std::result::Result<(), Errno> {
+        if let Some(k) = self.call("release", |fs| fs.close_handle(fh))?
+            && let Err(e) = self.call("release: free", |fs| fs.free_unused(k))
+        {
+            log::warn!(
+                "release: inode {} stays an orphan until the next mount: {e:?}",
+                k.0
+            );
+        }
+        Ok(())
+    }
+
     /// Wraps a shared filesystem.
     pub fn new(
         fs: Arc<Mutex<Fs>>,

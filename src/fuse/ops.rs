@@ -340,7 +340,7 @@ impl fuser::Filesystem for CowFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.call("release", |fs| fs.release(Fh(fh.0))));
+        empty(reply, self.release_handle(Fh(fh.0)));
     }
 
     fn fsync(
@@ -419,7 +419,7 @@ impl fuser::Filesystem for CowFuse {
             reply.ok();
             return;
         }
-        empty(reply, self.call("releasedir", |fs| fs.release(Fh(fh.0))));
+        empty(reply, self.release_handle(Fh(fh.0)));
     }
 
     fn fsyncdir(

@@ -524,11 +524,24 @@ impl Fs {
 
     /// Closes a handle; frees an unlinked inode on its last close.
     pub fn release(&mut self, fh: Fh) -> Result<()> {
-        let (ino, last) = self.handles.close(fh)?;
-        if last {
-            self.in_view_of(ino, |fs, i| fs.free_if_unused(i))?;
+        if let Some(k) = self.close_handle(fh)? {
+            self.free_unused(k)?;
         }
         Ok(())
+    }
+
+    /// The first half of `release`: closes a handle and gives the kernel number of its
+    /// inode when that was its last handle. The adapter runs the two halves as two
+    /// operations, because the kernel never sends a RELEASE again: a free that fails must
+    /// not bring the handle back (the inode then stays an orphan, freed at the next mount).
+    pub fn close_handle(&mut self, fh: Fh) -> Result<Option<Ino>> {
+        let (ino, last) = self.handles.close(fh)?;
+        Ok(last.then_some(ino))
+    }
+
+    /// Frees kernel inode `k` if no name, handle or kernel reference holds it any more.
+    pub fn free_unused(&mut self, k: Ino) -> Result<()> {
+        self.in_view_of(k, |fs, i| fs.free_if_unused(i))
     }
 
     /// Counts one more kernel reference to local inode `ino` of the current view. The
@@ -551,7 +564,7 @@ impl Fs {
         *c = c.saturating_sub(n);
         if *c == 0 {
             self.lookups.remove(&ino);
-            self.in_view_of(ino, |fs, i| fs.free_if_unused(i))?;
+            self.free_unused(ino)?;
         }
         Ok(())
     }
