@@ -315,10 +315,11 @@ impl Fs {
             i.ctime = now;
         }
         if a.uid.is_some() || a.gid.is_some() {
-            let changes = a.uid.is_some_and(|u| u != i.uid) || a.gid.is_some_and(|g| g != i.gid);
             i.uid = a.uid.unwrap_or(i.uid);
             i.gid = a.gid.unwrap_or(i.gid);
-            if !i.is_dir() && (ctx.uid != 0 || changes) && a.mode.is_none() {
+            // Linux (chown_common) clears them on every chown of a non-directory, whoever
+            // asks and whether or not the owner changes.
+            if !i.is_dir() && a.mode.is_none() {
                 kill_suid(&mut i);
             }
             i.ctime = now;
