@@ -210,7 +210,11 @@ impl Fs {
     }
 
     /// Fails with EROFS unless the current view may be written.
+    /// Also after a failed commit: the whole store is read-only then.
     pub fn check_view_writable(&self) -> Result<()> {
+        if self.store.is_failed() {
+            return Err(Error::ReadOnly);
+        }
         if self.view_writable(self.view) {
             Ok(())
         } else {
