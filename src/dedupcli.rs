@@ -109,7 +109,8 @@ pub fn run(mnt: &Path, paths: &[PathBuf]) -> Result<()> {
     };
     let mut sum = DedupStats::default();
     for (p, _) in &all {
-        let f = match File::open(p) {
+        // The daemon merges pages only in files opened for writing (EBADF otherwise).
+        let f = match std::fs::OpenOptions::new().read(true).write(true).open(p) {
             Ok(f) => f,
             Err(e) => {
                 log::warn!("skipping {}: {e}", p.display());

@@ -81,8 +81,8 @@ pub struct Fs {
     host_dir: Option<PathBuf>,
     /// Snapshots and tables being freed.
     pub(super) snaps: Vec<SnapRec>,
-    /// The dedup run in progress, if any.
-    pub(super) dedup: Option<super::dedup::DedupRun>,
+    /// The dedup runs in progress, one per caller and run id.
+    pub(super) dedup: super::dedup::DedupRuns,
     /// The tree the current operation works in (see `enter`): inode numbers inside the
     /// namespace are local to it; handles and kernel references use kernel numbers.
     view: SnapId,
@@ -119,7 +119,7 @@ impl Fs {
             lookups: HashMap::new(),
             host_dir,
             snaps: Vec::new(),
-            dedup: None,
+            dedup: Default::default(),
             view: SnapId::LIVE,
         };
         fs.snaps = snap::load(&mut fs.store)?;
