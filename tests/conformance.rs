@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{Mount, is_root};
+use common::{Mount, errno_of, is_root};
 use std::ffi::CString;
-use std::fs;
+use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 fn cpath(p: &Path) -> CString {
@@ -54,4 +55,73 @@ fn chown_by_root_without_owner_change_clears_suid() {
     fs::set_permissions(&d, fs::Permissions::from_mode(0o2775)).expect("chmod");
     chown(&d, 0, 0);
     assert_eq!(mode(&d), 0o2775, "a directory keeps set-group-ID");
+}
+
+fn statvfs(p: &Path) -> libc::statvfs {
+    // SAFETY: zeroed is a valid statvfs; statvfs fills it from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(cpath(p).as_ptr(), &mut st) }, 0);
+    st
+}
+
+fn fallocate(f: &File, len: u64) -> std::io::Result<()> {
+    // SAFETY: a plain syscall on an open descriptor.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// What statfs calls available really is: fallocate of `f_bavail` blocks succeeds, the
+/// reserve for unlink stays out of it (`f_bfree` counts it), and after the allocation
+/// the store still deletes.
+fn statfs_avail_is_allocatable(size: &str) {
+    let m = Mount::with_opts(&["--max-size", size]);
+    let st = statvfs(&m.mnt);
+    let bs = st.f_frsize;
+    assert!(
+        st.f_bfree > st.f_bavail,
+        "the reserve is free but not available"
+    );
+    let avail = st.f_bavail * bs;
+    assert!(
+        avail > st.f_blocks * bs / 100 * 95,
+        "{size}: most of the store is available ({avail} of {})",
+        st.f_blocks * bs
+    );
+    let f = File::create(m.path("big")).expect("create");
+    let want = avail - 512 * 1024;
+    fallocate(&f, want).unwrap_or_else(|e| panic!("{size}: fallocate of f_bavail - 512 KiB: {e}"));
+    let g = File::create(m.path("rest")).expect("create");
+    let left = statvfs(&m.mnt).f_bavail * bs;
+    assert!(left <= 512 * 1024, "{size}: {left} bytes still available");
+    if left > 0 {
+        fallocate(&g, left).unwrap_or_else(|e| panic!("{size}: fallocate of the rest: {e}"));
+    }
+    assert_eq!(
+        errno_of(fallocate(&g, left + (1 << 20))),
+        libc::ENOSPC,
+        "{size}: past what statfs said"
+    );
+    drop((f, g));
+    fs::remove_file(m.path("big")).expect("unlink on a full store");
+    fs::remove_file(m.path("rest")).expect("unlink on a full store");
+}
+
+#[test]
+fn statfs_available_space_can_be_allocated() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    statfs_avail_is_allocatable("64M");
+    statfs_avail_is_allocatable("1G");
+}
+
+#[test]
+#[ignore = "writes 10 GiB; run with --ignored"]
+fn statfs_available_space_can_be_allocated_10g() {
+    statfs_avail_is_allocatable("10G");
 }

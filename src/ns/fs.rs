@@ -521,25 +521,22 @@ impl Fs {
         self.store.close()
     }
 
-    /// Space and inode numbers for statfs.
+    /// Space and inode numbers for statfs. `bavail` is what file data can really get
+    /// (fallocate of that much succeeds); `bfree` also counts the reserve kept for unlink
+    /// and truncate and the pages map nodes will take, as ext4's `bfree` counts the blocks
+    /// reserved for root.
     pub fn statfs(&mut self) -> Result<StatFs> {
-        let sb = self.store.superblock().clone();
-        let total = self.store.total_pages();
-        let used = total - sb.free_pages;
         let host = self
             .host_dir
             .as_ref()
             .and_then(|d| crate::sys::statvfs_avail(d).ok())
-            .unwrap_or(0)
-            / crate::page::PAGE_SIZE as u64;
-        let mut avail = sb.free_pages + host;
-        if sb.max_pages > 0 {
-            avail = avail.min(sb.max_pages.saturating_sub(used));
-        }
+            .unwrap_or(0);
+        let (free, avail) = self.store.free_for_data(host);
+        let used = self.store.total_pages() - self.store.superblock().free_pages;
         let files = itable::inos_used(&self.store);
         Ok(StatFs {
-            blocks: used + avail,
-            bfree: avail,
+            blocks: used + free,
+            bfree: free,
             bavail: avail,
             files: files + (1 << 32),
             ffree: 1 << 32,
