@@ -125,3 +125,68 @@ fn statfs_available_space_can_be_allocated() {
 fn statfs_available_space_can_be_allocated_10g() {
     statfs_avail_is_allocatable("10G");
 }
+
+/// (atime, mtime) in nanoseconds.
+fn times(p: &Path) -> (i128, i128) {
+    let md = fs::metadata(p).expect("stat");
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    (
+        ns(md.atime(), md.atime_nsec()),
+        ns(md.mtime(), md.mtime_nsec()),
+    )
+}
+
+fn read_once(p: &Path) {
+    assert_eq!(fs::read(p).expect("read"), b"hello");
+}
+
+fn now_ns() -> i128 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    d.as_nanos() as i128
+}
+
+fn tick() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+#[test]
+fn relatime_first_read_after_a_write_updates_atime_from_the_page_cache() {
+    let m = Mount::new();
+    let f = m.path("f");
+    fs::write(&f, b"hello").expect("write");
+    tick();
+    // The pages are in the kernel's cache (kept across opens): the read never reaches us.
+    let before = now_ns();
+    read_once(&f);
+    let (a1, mt) = times(&f);
+    assert!(a1 > mt, "atime after mtime ({a1} <= {mt})");
+    assert!(
+        a1 >= before,
+        "the first read after the write updates atime ({a1} < {before})"
+    );
+    tick();
+    read_once(&f);
+    assert_eq!(times(&f).0, a1, "relatime: a second read leaves atime");
+}
+
+#[test]
+fn strictatime_updates_every_read_and_noatime_none() {
+    let m = Mount::with_opts(&["--atime", "strictatime"]);
+    let f = m.path("f");
+    fs::write(&f, b"hello").expect("write");
+    read_once(&f);
+    tick();
+    let before = now_ns();
+    read_once(&f);
+    assert!(times(&f).0 >= before, "strictatime: every read");
+    drop(m);
+    let m = Mount::with_opts(&["-o", "noatime"]);
+    let f = m.path("f");
+    fs::write(&f, b"hello").expect("write");
+    let a0 = times(&f).0;
+    tick();
+    read_once(&f);
+    assert_eq!(times(&f).0, a0, "noatime: never");
+}

@@ -27,6 +27,8 @@ pub struct MountOpts {
     pub private: bool,
     /// The mount's share of the kernel's dirty-page limit, in percent (set as root).
     pub dirty_share: u32,
+    /// When reads update atime.
+    pub atime: crate::ns::Atime,
 }
 
 impl Default for MountOpts {
@@ -38,6 +40,7 @@ impl Default for MountOpts {
             writeback: true,
             private: false,
             dirty_share: super::bdi::DEFAULT_SHARE,
+            atime: crate::ns::Atime::Relatime,
         }
     }
 }
@@ -242,7 +245,9 @@ pub fn serve(
     }
     // Resolved before the mount: afterwards a stat of it waits for the session to run.
     let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
+    let mut fs = Fs::new(store, Some(path))?;
+    fs.set_atime_mode(opts.atime);
+    let fs = Arc::new(Mutex::new(fs));
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
     let session = Session::new(

@@ -90,6 +90,8 @@ pub struct Fs {
     /// kernel drops every inode it cached (their sizes included, which it owns with the
     /// writeback cache) instead of reusing one for the rolled-back file of that number.
     generation: u64,
+    /// When reads update atime.
+    atime: super::data::Atime,
 }
 
 /// Clears set-user-ID, and set-group-ID when group execution is on (without it the bit
@@ -121,6 +123,7 @@ impl Fs {
             snaps: Vec::new(),
             dedup: Default::default(),
             view: SnapId::LIVE,
+            atime: Default::default(),
         };
         fs.snaps = snap::load(&mut fs.store)?;
         if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
@@ -174,6 +177,16 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    /// Sets when reads update atime (the mount's `--atime`).
+    pub fn set_atime_mode(&mut self, mode: super::data::Atime) {
+        self.atime = mode;
+    }
+
+    /// When reads update atime.
+    pub fn atime_mode(&self) -> super::data::Atime {
+        self.atime
     }
 
     /// The store (for statistics and tools).

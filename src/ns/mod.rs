@@ -18,6 +18,7 @@ mod tree;
 mod xattr;
 
 pub use clone::{CloneOpts, Invalidate};
+pub use data::Atime;
 pub use dedup::{DedupStats, RunKey};
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
 pub use inode::{Inode, Time};
