@@ -6,9 +6,9 @@ mod common;
 
 use common::{Mount, errno_of, is_root};
 use std::ffi::CString;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -189,4 +189,74 @@ fn strictatime_updates_every_read_and_noatime_none() {
     tick();
     read_once(&f);
     assert_eq!(times(&f).0, a0, "noatime: never");
+}
+
+fn seek(f: &File, off: u64, whence: i32) -> Result<u64, i32> {
+    // SAFETY: a plain syscall on an open descriptor.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(r as u64)
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Data at 0..4 KiB and 1 MiB..1 MiB+4 KiB, a hole between: checks what SEEK_DATA and
+/// SEEK_HOLE may answer (the hole exactly, or none but the end of file) and that no
+/// data is ever called a hole.
+fn check_seeks(f: &File, exact: bool) {
+    let size = MIB + 4096;
+    assert_eq!(seek(f, 0, libc::SEEK_DATA), Ok(0), "data at 0");
+    let h = seek(f, 0, libc::SEEK_HOLE).expect("SEEK_HOLE at 0");
+    assert!(h == 4096 || (!exact && h == size), "first hole at {h}");
+    let d = seek(f, 4096, libc::SEEK_DATA).expect("SEEK_DATA after the first page");
+    assert!(
+        d <= MIB && (d == MIB || !exact),
+        "data at 1 MiB found at {d}"
+    );
+    assert_eq!(seek(f, MIB + 10, libc::SEEK_DATA), Ok(MIB + 10));
+    assert_eq!(
+        seek(f, MIB, libc::SEEK_HOLE),
+        Ok(size),
+        "no hole inside the data"
+    );
+    assert_eq!(
+        seek(f, size, libc::SEEK_DATA),
+        Err(libc::ENXIO),
+        "past the end"
+    );
+}
+
+#[test]
+fn seek_data_and_hole_never_miss_dirty_pages() {
+    let m = Mount::new();
+    let p = m.path("f");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .expect("create");
+    // Written, and still open: the pages are dirty in the kernel, unseen by the daemon.
+    f.write_at(&[1u8; 4096], 0).expect("pwrite");
+    f.write_at(&[2u8; 4096], MIB).expect("pwrite");
+    check_seeks(&f, false);
+    let md = f.metadata().expect("fstat");
+    assert_eq!(md.len(), MIB + 4096);
+    assert!(
+        md.blocks() * 512 >= 8192,
+        "st_blocks counts the dirty pages"
+    );
+    // Part written back, part dirty.
+    f.sync_all().expect("fsync");
+    f.write_at(&[3u8; 4096], MIB).expect("pwrite");
+    f.write_at(&[4u8; 100], MIB + 4096 - 100).expect("pwrite");
+    check_seeks(&f, false);
+    drop(f);
+    // No writer: the answers come from the map, holes and all.
+    let r = File::open(&p).expect("open");
+    check_seeks(&r, true);
 }

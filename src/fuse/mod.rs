@@ -13,6 +13,7 @@ pub mod snapshot_abi;
 mod views;
 
 use crate::error::{Error, Result};
+use crate::ids::Ino;
 use crate::ns::Fs;
 use fuser::Errno;
 use std::cell::Cell;
@@ -38,6 +39,10 @@ pub struct CowFuse {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
     writeback: bool,
+    /// FUSE worker threads, and how many wait for the kernel to write pages back to
+    /// another (`write_back_tail`): never all of them, or none would be left to serve.
+    threads: usize,
+    waiting_on_kernel: std::sync::atomic::AtomicUsize,
 }
 
 thread_local! {
@@ -86,13 +91,36 @@ impl CowFuse {
         gate: Arc<RwLock<()>>,
         notifier: Arc<OnceLock<fuser::Notifier>>,
         writeback: bool,
+        threads: usize,
     ) -> Self {
         CowFuse {
             fs,
             gate,
             notifier,
             writeback,
+            threads,
+            waiting_on_kernel: Default::default(),
         }
+    }
+
+    /// Has the kernel write back the dirty pages of kernel inode `k` from byte `from` on,
+    /// and waits for it: invalidating cached pages makes the kernel launder the dirty ones
+    /// (a WRITE each, served by another worker) before it answers. Call it holding neither
+    /// the gate nor the lock. Skipped when no other worker would be free to serve.
+    fn write_back_tail(&self, k: Ino, from: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        if self.waiting_on_kernel.fetch_add(1, SeqCst) + 1 >= self.threads {
+            self.waiting_on_kernel.fetch_sub(1, SeqCst);
+            log::debug!("lseek: no worker free to take the kernel's dirty pages");
+            return;
+        }
+        if let Err(e) = n.inval_inode(fuser::INodeNo(k.0), from as i64, 0) {
+            log::debug!("inval_inode before lseek: {e}");
+        }
+        self.waiting_on_kernel.fetch_sub(1, SeqCst);
     }
 
     /// Before a commit: writes the store's dirty pages back with neither the gate nor the

@@ -591,6 +591,14 @@ impl fuser::Filesystem for CowFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        // The kernel sends LSEEK without writing dirty pages back: for a file open for
+        // writing, have it write back those past our end of file first (they carry the
+        // size it owns), then answer conservatively below it (see `Fs::seek`).
+        if matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE)
+            && let Ok(Some(from)) = self.vcall("lseek", ino(i), false, |fs, i| fs.unseen_tail(i))
+        {
+            self.write_back_tail(ino(i), from);
+        }
         let r = self.vcall("lseek", ino(i), false, |fs, i| {
             let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
             fs.seek(i, off, whence)

@@ -251,7 +251,13 @@ pub fn serve(
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
     let session = Session::new(
-        CowFuse::new(fs.clone(), gate.clone(), notifier.clone(), opts.writeback),
+        CowFuse::new(
+            fs.clone(),
+            gate.clone(),
+            notifier.clone(),
+            opts.writeback,
+            opts.threads.max(1),
+        ),
         mountpoint,
         &config(opts),
     )?;

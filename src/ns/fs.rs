@@ -299,9 +299,15 @@ impl Fs {
         self.peek(ino)
     }
 
-    /// Pages holding data in `ino` (for `st_blocks`).
-    pub fn data_pages(&mut self, inode: &Inode) -> Result<u64> {
-        inode.map.population(&mut self.store)
+    /// Pages holding data in local inode `ino` (for `st_blocks`). While a writer holds the
+    /// file, every page up to its end counts: the kernel may keep data we have not seen,
+    /// and `cp` takes a file whose blocks fall short of its size for sparse.
+    pub fn data_pages(&mut self, ino: Ino, inode: &Inode) -> Result<u64> {
+        let pop = inode.map.population(&mut self.store)?;
+        if inode.is_file() && self.has_writer(ino) {
+            return Ok(pop.max(inode.size.div_ceil(crate::page::PAGE_SIZE as u64)));
+        }
+        Ok(pop)
     }
 
     /// Changes attributes: mode, owner, size, times.
@@ -381,6 +387,17 @@ impl Fs {
             }
             _ => Err(Error::BadHandle),
         }
+    }
+
+    /// True while a handle open for writing holds local inode `ino`: the kernel may then
+    /// keep dirty pages of it that we have not seen (the writeback cache; a shared
+    /// writable mapping keeps its handle open until unmapped). The kernel writes every
+    /// dirty page back before it releases the last such handle.
+    pub fn has_writer(&self, ino: Ino) -> bool {
+        let k = self.kino(ino);
+        self.handles
+            .values()
+            .any(|h| h.ino == k && h.flags & libc::O_ACCMODE != libc::O_RDONLY)
     }
 
     /// The inode behind a handle (its kernel number).
