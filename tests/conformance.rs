@@ -260,3 +260,41 @@ fn seek_data_and_hole_never_miss_dirty_pages() {
     let r = File::open(&p).expect("open");
     check_seeks(&r, true);
 }
+
+#[test]
+fn seek_data_sees_pages_dirtied_through_a_shared_mapping() {
+    let m = Mount::new();
+    let p = m.path("mapped");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .expect("create");
+    f.set_len(MIB + 4096).expect("ftruncate");
+    let len = (MIB + 4096) as usize;
+    // SAFETY: a fresh shared mapping of the whole file, written inside its bounds and
+    // unmapped below; nothing else aliases it.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap");
+    // SAFETY: inside the mapping.
+    unsafe { std::ptr::write_bytes((map as *mut u8).add(MIB as usize), 7, 4096) };
+    // The descriptor goes; the mapping keeps the file open for writing.
+    drop(f);
+    let r = File::open(&p).expect("open");
+    let d = seek(&r, 0, libc::SEEK_DATA).expect("SEEK_DATA");
+    assert!(d <= MIB, "the mapped page's data at 1 MiB is found ({d})");
+    assert_eq!(seek(&r, MIB, libc::SEEK_HOLE), Ok(MIB + 4096));
+    // SAFETY: the mapping made above.
+    assert_eq!(unsafe { libc::munmap(map, len) }, 0);
+}
