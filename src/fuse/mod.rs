@@ -40,7 +40,7 @@ pub struct CowFuse {
     /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
     writeback: bool,
     /// FUSE worker threads, and how many wait for the kernel to write pages back to
-    /// another (`write_back_tail`): never all of them, or none would be left to serve.
+    /// another (`kernel_write_back`): never all of them, or none would be left to serve.
     threads: usize,
     waiting_on_kernel: std::sync::atomic::AtomicUsize,
 }
@@ -103,24 +103,30 @@ impl CowFuse {
         }
     }
 
-    /// Has the kernel write back the dirty pages of kernel inode `k` from byte `from` on,
-    /// and waits for it: invalidating cached pages makes the kernel launder the dirty ones
-    /// (a WRITE each, served by another worker) before it answers. Call it holding neither
-    /// the gate nor the lock. Skipped when no other worker would be free to serve.
-    fn write_back_tail(&self, k: Ino, from: u64) {
+    /// Has the kernel write back every dirty page of kernel inode `k`, and waits for it:
+    /// invalidating the file's cached pages makes the kernel launder the dirty ones (a
+    /// WRITE each, served by another worker) before it answers; clean pages are dropped
+    /// too (re-read on demand). Call it holding neither the gate nor the lock. False when
+    /// it was not done: no other worker would be free to serve, or the kernel refused.
+    fn kernel_write_back(&self, k: Ino) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
         let Some(n) = self.notifier.get() else {
-            return;
+            return false;
         };
         if self.waiting_on_kernel.fetch_add(1, SeqCst) + 1 >= self.threads {
             self.waiting_on_kernel.fetch_sub(1, SeqCst);
             log::debug!("lseek: no worker free to take the kernel's dirty pages");
-            return;
+            return false;
         }
-        if let Err(e) = n.inval_inode(fuser::INodeNo(k.0), from as i64, 0) {
-            log::debug!("inval_inode before lseek: {e}");
-        }
+        let r = n.inval_inode(fuser::INodeNo(k.0), 0, 0);
         self.waiting_on_kernel.fetch_sub(1, SeqCst);
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("inval_inode before lseek: {e}");
+                false
+            }
+        }
     }
 
     /// Before a commit: writes the store's dirty pages back with neither the gate nor the

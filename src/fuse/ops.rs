@@ -592,16 +592,14 @@ impl fuser::Filesystem for CowFuse {
         reply: ReplyLseek,
     ) {
         // The kernel sends LSEEK without writing dirty pages back: for a file open for
-        // writing, have it write back those past our end of file first (they carry the
-        // size it owns), then answer conservatively below it (see `Fs::seek`).
-        if matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE)
-            && let Ok(Some(from)) = self.vcall("lseek", ino(i), false, |fs, i| fs.unseen_tail(i))
-        {
-            self.write_back_tail(ino(i), from);
-        }
+        // writing, have it write them back first, then the map is exact; when that cannot
+        // be done, answer conservatively (see `Fs::seek`).
+        let clean = matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE)
+            && self.vcall("lseek", ino(i), false, |fs, i| Ok(fs.has_writer(i))) == Ok(true)
+            && self.kernel_write_back(ino(i));
         let r = self.vcall("lseek", ino(i), false, |fs, i| {
             let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
-            fs.seek(i, off, whence)
+            fs.seek(i, off, whence, clean)
         });
         match r {
             Ok(o) => reply.offset(o as i64),

@@ -207,15 +207,16 @@ impl Fs {
         Ok(())
     }
 
-    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map; while a writer holds
-    /// the file (see `has_writer`), conservatively: everything up to the end is data, as
-    /// the kernel may keep dirty pages in what the map calls holes.
-    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
+    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map, unless a writer holds
+    /// the file (see `has_writer`) and the kernel was not just made to write its dirty
+    /// pages back (`kernel_clean`): then conservatively, everything up to the end is data,
+    /// as the kernel may keep dirty pages in what the map calls holes.
+    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32, kernel_clean: bool) -> Result<u64> {
         let i = self.peek(ino)?;
         if off >= i.size {
             return Err(Error::NoSuchOffset);
         }
-        let cautious = i.is_file() && self.has_writer(ino);
+        let cautious = !kernel_clean && i.is_file() && self.has_writer(ino);
         match whence {
             libc::SEEK_DATA if cautious => Ok(off),
             libc::SEEK_HOLE if cautious => Ok(i.size),
@@ -233,17 +234,6 @@ impl Fs {
             libc::SEEK_SET => Ok(off),
             _ => Err(Error::Invalid("bad whence")),
         }
-    }
-
-    /// For LSEEK: when a writer holds `ino`, the page offset from which the kernel may
-    /// keep dirty pages past our end of file (they carry the size it owns under the
-    /// writeback cache), for the adapter to have them written back first.
-    pub fn unseen_tail(&mut self, ino: Ino) -> Result<Option<u64>> {
-        let i = self.peek(ino)?;
-        if !i.is_file() || !self.has_writer(ino) {
-            return Ok(None);
-        }
-        Ok(Some(i.size / PS * PS))
     }
 
     /// copy_file_range: shares whole pages when both offsets are page-aligned, copies bytes
