@@ -323,3 +323,14 @@ fn seek_with_no_worker_free_for_the_write_back_calls_everything_data() {
     let r = File::open(&p).expect("open");
     assert_eq!(seek(&r, 0, libc::SEEK_DATA), Ok(MIB), "exact once closed");
 }
+
+#[test]
+fn mount_refuses_an_unknown_option() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (store, mnt) = (tmp.path().join("store"), tmp.path().join("mnt"));
+    fs::create_dir(&mnt).expect("mkdir");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let out = common::cowfs(&["mount", "-o", "noatime,bogus", &s(&store), &s(&mnt)]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option 'bogus'"));
+}
