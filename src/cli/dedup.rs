@@ -259,8 +259,10 @@ pub fn run(mnt: &Path, paths: &[PathBuf]) -> Result<()> {
     let mut sum = DedupStats::default();
     for p in &targets {
         walk(p, dev, true, &mut |name, _, shown| {
+            // The daemon merges pages only in files opened for writing (EBADF otherwise).
             let f = match OpenOptions::new()
                 .read(true)
+                .write(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(name)
             {

@@ -70,6 +70,14 @@ pub enum Cmd {
         #[arg(long, default_value_t = crate::fuse::bdi::DEFAULT_SHARE,
             value_parser = clap::value_parser!(u32).range(1..=100))]
         dirty_share: u32,
+        /// When reads update a file's access time: relatime (on the first read after a
+        /// change, or once a day), strictatime (every read), noatime (never).
+        #[arg(long, value_parser = parse_atime, default_value = "relatime")]
+        atime: crate::ns::Atime,
+        /// Mount options as mount(8) takes them; relatime, strictatime and noatime are
+        /// understood (the last one given wins over --atime).
+        #[arg(short = 'o', value_delimiter = ',', value_parser = parse_atime)]
+        options: Vec<crate::ns::Atime>,
     },
     /// Clone SRC to DST sharing every page (constant time, no space until written).
     ///
@@ -177,7 +185,10 @@ fn run_cmd(cli: Cli) -> Result<()> {
             no_writeback_cache,
             private,
             dirty_share,
+            atime,
+            options,
         } => {
+            let atime = options.last().copied().unwrap_or(atime);
             let opts = MountOpts {
                 threads,
                 commit_secs: commit_interval,
@@ -185,6 +196,7 @@ fn run_cmd(cli: Cli) -> Result<()> {
                 writeback: !no_writeback_cache,
                 private,
                 dirty_share,
+                atime,
             };
             if foreground {
                 mount_foreground(&store, &mountpoint, &opts)
@@ -220,6 +232,28 @@ fn run_cmd(cli: Cli) -> Result<()> {
 }
 
 /// Parses a size: a number of bytes with an optional K, M, G or T suffix (powers of 1024).
+/// An atime rule as mount(8) names it.
+fn parse_atime(s: &str) -> std::result::Result<crate::ns::Atime, String> {
+    use crate::ns::Atime;
+    match s {
+        "relatime" => Ok(Atime::Relatime),
+        "strictatime" => Ok(Atime::Strict),
+        "noatime" => Ok(Atime::NoAtime),
+        _ => Err(format!(
+            "unknown option '{s}' (cowfs understands relatime, strictatime, noatime)"
+        )),
+    }
+}
+
+fn atime_name(a: crate::ns::Atime) -> &'static str {
+    use crate::ns::Atime;
+    match a {
+        Atime::Relatime => "relatime",
+        Atime::Strict => "strictatime",
+        Atime::NoAtime => "noatime",
+    }
+}
+
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
@@ -308,6 +342,7 @@ fn mount_background(
         .args((!opts.writeback).then_some("--no-writeback-cache"))
         .args(opts.private.then_some("--private"))
         .arg(format!("--dirty-share={}", opts.dirty_share))
+        .arg(format!("--atime={}", atime_name(opts.atime)))
         .arg(&store)
         .arg(&mnt)
         .stdin(Stdio::null())

@@ -55,7 +55,7 @@ impl CowFuse {
             dedup_abi::IOC_DEDUP => {
                 let (op, run, from) =
                     dedup_abi::decode_req(data).map_err(|e| Errno::from_i32(e.errno()))?;
-                self.dedup(ino, fh, op, run, from)
+                self.dedup(req, ino, fh, op, run, from)
                     .map(|s| dedup_abi::encode_ans(&s))
             }
             IOC_SNAP => {
@@ -94,10 +94,13 @@ impl CowFuse {
         })
     }
 
-    /// The dedup ioctl: one batch of a file opened by the caller (in the live tree), or
-    /// the end of a run (commit; the freed pages show as free space at once).
+    /// The dedup ioctl: one batch of a file the caller opened for writing (in the live
+    /// tree; a read-only handle gets EBADF, as FIDEDUPERANGE's destination does), or the
+    /// end of the caller's run (commit; the freed pages show as free space at once). Runs
+    /// are keyed by the caller's uid and the run id, so users never share one.
     fn dedup(
         &self,
+        req: &Request,
         ino: Ino,
         fh: Fh,
         op: u32,
@@ -105,17 +108,21 @@ impl CowFuse {
         from: u64,
     ) -> Result<crate::ns::DedupStats, Errno> {
         match op {
-            dedup_abi::OP_STEP => self.call("dedup", |fs| {
-                if fs.handle_ino(fh)? != ino {
-                    return Err(Error::BadHandle);
-                }
-                if ino.split().0 != SnapId::LIVE {
-                    return Err(Error::ReadOnly);
-                }
-                fs.dedup_step(run, ino, from)
-            }),
+            dedup_abi::OP_STEP => {
+                let cred = cred(req);
+                self.call("dedup", |fs| {
+                    if ino.split().0 != SnapId::LIVE {
+                        return Err(Error::ReadOnly);
+                    }
+                    fs.check_writable_handle(fh, ino)?;
+                    fs.dedup_step(&cred, run, ino, from)
+                })
+            }
             dedup_abi::OP_FINISH => self.call("dedup finish", |fs| {
-                fs.dedup_finish();
+                fs.dedup_finish(crate::ns::RunKey {
+                    uid: req.uid(),
+                    run,
+                });
                 fs.sync()?;
                 Ok(crate::ns::DedupStats::default())
             }),

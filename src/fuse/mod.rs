@@ -13,6 +13,7 @@ pub mod snapshot_abi;
 mod views;
 
 use crate::error::{Error, Result};
+use crate::ids::Ino;
 use crate::ns::Fs;
 use fuser::Errno;
 use std::cell::Cell;
@@ -38,6 +39,10 @@ pub struct CowFuse {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
     writeback: bool,
+    /// FUSE worker threads, and how many wait for the kernel to write pages back to
+    /// another (`kernel_write_back`): never all of them, or none would be left to serve.
+    threads: usize,
+    waiting_on_kernel: std::sync::atomic::AtomicUsize,
 }
 
 thread_local! {
@@ -102,12 +107,41 @@ impl CowFuse {
         gate: Arc<RwLock<()>>,
         notifier: Arc<OnceLock<fuser::Notifier>>,
         writeback: bool,
+        threads: usize,
     ) -> Self {
         CowFuse {
             fs,
             gate,
             notifier,
             writeback,
+            threads,
+            waiting_on_kernel: Default::default(),
+        }
+    }
+
+    /// Has the kernel write back every dirty page of kernel inode `k`, and waits for it:
+    /// invalidating the file's cached pages makes the kernel launder the dirty ones (a
+    /// WRITE each, served by another worker) before it answers; clean pages are dropped
+    /// too (re-read on demand). Call it holding neither the gate nor the lock. False when
+    /// it was not done: no other worker would be free to serve, or the kernel refused.
+    fn kernel_write_back(&self, k: Ino) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(n) = self.notifier.get() else {
+            return false;
+        };
+        if self.waiting_on_kernel.fetch_add(1, SeqCst) + 1 >= self.threads {
+            self.waiting_on_kernel.fetch_sub(1, SeqCst);
+            log::debug!("lseek: no worker free to take the kernel's dirty pages");
+            return false;
+        }
+        let r = n.inval_inode(fuser::INodeNo(k.0), 0, 0);
+        self.waiting_on_kernel.fetch_sub(1, SeqCst);
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("inval_inode before lseek: {e}");
+                false
+            }
         }
     }
 

@@ -50,7 +50,7 @@ pub fn entry_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<Entry> {
 
 /// Attributes of local inode `n` in the current view.
 pub fn attr_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<FileAttr> {
-    let pages = fs.data_pages(i)?;
+    let pages = fs.data_pages(n, i)?;
     Ok(file_attr(fs.kino(n), i, pages))
 }
 

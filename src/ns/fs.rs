@@ -71,10 +71,27 @@ struct Handle {
     flags: i32,
 }
 
+impl Handle {
+    fn writable(&self) -> bool {
+        self.flags & libc::O_ACCMODE != libc::O_RDONLY
+    }
+}
+
 /// A change to the handle table, for the undo log.
 enum HandleChange {
     Opened(Fh),
     Closed(Fh, Handle),
+}
+
+/// Takes one from `ino`'s count in `m`; true when it reached 0 (and left the map).
+fn drop_one(m: &mut HashMap<Ino, u32>, ino: Ino) -> bool {
+    let n = m.entry(ino).or_insert(1);
+    *n = n.saturating_sub(1);
+    if *n == 0 {
+        m.remove(&ino);
+        return true;
+    }
+    false
 }
 
 /// Open handles (`Fh -> kernel inode`), open counts per inode, and an undo log of the
@@ -83,6 +100,8 @@ enum HandleChange {
 struct Handles {
     by_fh: HashMap<Fh, Handle>,
     open: HashMap<Ino, u32>,
+    /// Handles open for writing, per inode (see `Fs::has_writer`).
+    writers: HashMap<Ino, u32>,
     next_fh: u64,
     /// The current operation's changes, oldest first (`None` outside an operation).
     log: Option<Vec<HandleChange>>,
@@ -93,31 +112,33 @@ impl Handles {
         Handles {
             by_fh: HashMap::new(),
             open: HashMap::new(),
+            writers: HashMap::new(),
             next_fh: 1,
             log: None,
         }
     }
 
-    fn count(&mut self, ino: Ino) {
-        *self.open.entry(ino).or_insert(0) += 1;
+    fn count(&mut self, h: &Handle) {
+        *self.open.entry(h.ino).or_insert(0) += 1;
+        if h.writable() {
+            *self.writers.entry(h.ino).or_insert(0) += 1;
+        }
     }
 
-    /// Drops one open of `ino`; true when that was the last.
-    fn uncount(&mut self, ino: Ino) -> bool {
-        let n = self.open.entry(ino).or_insert(1);
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            self.open.remove(&ino);
-            return true;
+    /// Drops one open of `h`'s inode; true when that was the last.
+    fn uncount(&mut self, h: &Handle) -> bool {
+        if h.writable() {
+            drop_one(&mut self.writers, h.ino);
         }
-        false
+        drop_one(&mut self.open, h.ino)
     }
 
     fn add(&mut self, ino: Ino, flags: i32) -> Fh {
         let fh = Fh(self.next_fh);
         self.next_fh += 1;
-        self.by_fh.insert(fh, Handle { ino, flags });
-        self.count(ino);
+        let h = Handle { ino, flags };
+        self.count(&h);
+        self.by_fh.insert(fh, h);
         self.note(HandleChange::Opened(fh));
         fh
     }
@@ -126,7 +147,7 @@ impl Handles {
     fn close(&mut self, fh: Fh) -> Result<(Ino, bool)> {
         let h = self.by_fh.remove(&fh).ok_or(Error::BadHandle)?;
         let ino = h.ino;
-        let last = self.uncount(ino);
+        let last = self.uncount(&h);
         self.note(HandleChange::Closed(fh, h));
         Ok((ino, last))
     }
@@ -156,11 +177,11 @@ impl Handles {
             match c {
                 HandleChange::Opened(fh) => {
                     if let Some(h) = self.by_fh.remove(&fh) {
-                        self.uncount(h.ino);
+                        self.uncount(&h);
                     }
                 }
                 HandleChange::Closed(fh, h) => {
-                    self.count(h.ino);
+                    self.count(&h);
                     self.by_fh.insert(fh, h);
                 }
             }
@@ -189,8 +210,8 @@ pub struct Fs {
     host_dir: Option<PathBuf>,
     /// Snapshots and tables being freed (changed through `snaps_mut`).
     pub(super) snaps: Arc<Vec<SnapRec>>,
-    /// The dedup run in progress, if any.
-    pub(super) dedup: Option<super::dedup::DedupRun>,
+    /// The dedup runs in progress, one per caller and run id.
+    pub(super) dedup: super::dedup::DedupRuns,
     /// The tree the current operation works in (see `enter`): inode numbers inside the
     /// namespace are local to it; handles and kernel references use kernel numbers.
     view: SnapId,
@@ -200,6 +221,8 @@ pub struct Fs {
     generation: u64,
     /// The state as the current operation found it (`None` outside an operation).
     saved: Option<Saved>,
+    /// When reads update atime.
+    atime: super::data::Atime,
 }
 
 /// Clears set-user-ID, and set-group-ID when group execution is on (without it the bit
@@ -227,9 +250,10 @@ impl Fs {
             lookups: HashMap::new(),
             host_dir,
             snaps: Arc::default(),
-            dedup: None,
+            dedup: Default::default(),
             view: SnapId::LIVE,
             saved: None,
+            atime: Default::default(),
         };
         fs.snaps = Arc::new(snap::load(&mut fs.store)?);
         if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
@@ -304,6 +328,16 @@ impl Fs {
         Ok(())
     }
 
+    /// Sets when reads update atime (the mount's `--atime`).
+    pub fn set_atime_mode(&mut self, mode: super::data::Atime) {
+        self.atime = mode;
+    }
+
+    /// When reads update atime.
+    pub fn atime_mode(&self) -> super::data::Atime {
+        self.atime
+    }
+
     /// The store (for statistics and tools).
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
@@ -338,7 +372,11 @@ impl Fs {
     }
 
     /// Fails with EROFS unless the current view may be written.
+    /// Also after a failed commit: the whole store is read-only then.
     pub fn check_view_writable(&self) -> Result<()> {
+        if self.store.is_failed() {
+            return Err(Error::ReadOnly);
+        }
         if self.view_writable(self.view) {
             Ok(())
         } else {
@@ -410,9 +448,15 @@ impl Fs {
         self.peek(ino)
     }
 
-    /// Pages holding data in `ino` (for `st_blocks`).
-    pub fn data_pages(&mut self, inode: &Inode) -> Result<u64> {
-        inode.map.population(&mut self.store)
+    /// Pages holding data in local inode `ino` (for `st_blocks`). While a writer holds the
+    /// file, every page up to its end counts: the kernel may keep data we have not seen,
+    /// and `cp` takes a file whose blocks fall short of its size for sparse.
+    pub fn data_pages(&mut self, ino: Ino, inode: &Inode) -> Result<u64> {
+        let pop = inode.map.population(&mut self.store)?;
+        if inode.is_file() && self.has_writer(ino) {
+            return Ok(pop.max(inode.size.div_ceil(crate::page::PAGE_SIZE as u64)));
+        }
+        Ok(pop)
     }
 
     /// Changes attributes: mode, owner, size, times.
@@ -443,10 +487,11 @@ impl Fs {
             i.ctime = now;
         }
         if a.uid.is_some() || a.gid.is_some() {
-            let changes = a.uid.is_some_and(|u| u != i.uid) || a.gid.is_some_and(|g| g != i.gid);
             i.uid = a.uid.unwrap_or(i.uid);
             i.gid = a.gid.unwrap_or(i.gid);
-            if !i.is_dir() && (ctx.uid != 0 || changes) && a.mode.is_none() {
+            // Linux (chown_common) clears them on every chown of a non-directory, whoever
+            // asks and whether or not the owner changes.
+            if !i.is_dir() && a.mode.is_none() {
                 kill_suid(&mut i);
             }
             i.ctime = now;
@@ -487,6 +532,14 @@ impl Fs {
             }
             _ => Err(Error::BadHandle),
         }
+    }
+
+    /// True while a handle open for writing holds local inode `ino`: the kernel may then
+    /// keep dirty pages of it that we have not seen (the writeback cache; a shared
+    /// writable mapping keeps its handle open until unmapped). The kernel writes every
+    /// dirty page back before it releases the last such handle.
+    pub fn has_writer(&self, ino: Ino) -> bool {
+        self.handles.writers.contains_key(&self.kino(ino))
     }
 
     /// The inode behind a handle (its kernel number).
@@ -639,6 +692,7 @@ impl Fs {
             lookups: _,
             // Fixed at mount.
             host_dir: _,
+            atime: _,
             // A hint: every candidate is re-checked before a merge, so a stale one is
             // skipped, never merged wrongly (see `ns::dedup`).
             dedup: _,
@@ -744,25 +798,22 @@ impl Fs {
         self.store.close()
     }
 
-    /// Space and inode numbers for statfs.
+    /// Space and inode numbers for statfs. `bavail` is what file data can really get
+    /// (fallocate of that much succeeds); `bfree` also counts the reserve kept for unlink
+    /// and truncate and the pages map nodes will take, as ext4's `bfree` counts the blocks
+    /// reserved for root.
     pub fn statfs(&mut self) -> Result<StatFs> {
-        let sb = self.store.superblock().clone();
-        let total = self.store.total_pages();
-        let used = total - sb.free_pages;
         let host = self
             .host_dir
             .as_ref()
             .and_then(|d| crate::sys::statvfs_avail(d).ok())
-            .unwrap_or(0)
-            / crate::page::PAGE_SIZE as u64;
-        let mut avail = sb.free_pages + host;
-        if sb.max_pages > 0 {
-            avail = avail.min(sb.max_pages.saturating_sub(used));
-        }
+            .unwrap_or(0);
+        let (free, avail) = self.store.free_for_data(host);
+        let used = self.store.total_pages() - self.store.superblock().free_pages;
         let files = itable::inos_used(&self.store);
         Ok(StatFs {
-            blocks: used + avail,
-            bfree: avail,
+            blocks: used + free,
+            bfree: free,
             bavail: avail,
             files: files + (1 << 32),
             ffree: 1 << 32,

@@ -62,6 +62,8 @@ pub struct Store {
     /// further change is refused until the store is reopened (recovery then starts from
     /// the last good commit).
     failed: bool,
+    /// Set while a commit's steps run: still set afterwards means a panic cut one short.
+    in_commit: bool,
 }
 
 impl Store {
@@ -126,6 +128,7 @@ impl Store {
             counters: Counters::default(),
             undo: None,
             failed: false,
+            in_commit: false,
         }
     }
 
@@ -329,14 +332,34 @@ impl Store {
         Ok(())
     }
 
+    /// True once a commit failed (or was cut short by a panic): the store refuses every
+    /// change until it is reopened.
+    pub fn is_failed(&self) -> bool {
+        self.failed || self.in_commit
+    }
+
+    /// Refuses every further change until the store is reopened (commits keep failing).
+    pub fn set_failed(&mut self) {
+        self.failed = true;
+    }
+
     /// Makes everything so far durable and atomic: see docs/FORMAT.md, "Commit protocol".
     pub fn commit(&mut self) -> Result<()> {
         self.check_writable()?;
         if !self.has_changes() {
             return Ok(());
         }
+        if self.in_commit {
+            // The last commit never ended (a panic, caught by the caller, cut it short):
+            // memory may be ahead of the disk.
+            self.failed = true;
+            return Err(Error::Failed);
+        }
         let in_op = self.undo.is_some();
-        if let Err(e) = self.commit_steps() {
+        self.in_commit = true;
+        let r = self.commit_steps();
+        self.in_commit = false;
+        if let Err(e) = r {
             log::error!("commit failed, refusing further changes: {e}");
             self.failed = true;
             return Err(e);
