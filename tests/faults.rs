@@ -745,11 +745,12 @@ fn attempt(disk: &Disk, sc: &Scenario, kind: Kind, n: u64) -> bool {
         assert_eq!(e.errno(), want, "{what}: {e}");
         rig.faults.disarm();
         if rig.fs.store().failed() {
-            // A commit failed: changes are refused; what was durable is one of the two.
+            // A commit failed: the filesystem turned read-only (EROFS, as ext4 with
+            // errors=remount-ro); what was durable is one of the two.
             let r = op(&mut rig.fs, |fs| {
                 fs.mknod(Ctx::ROOT, Ino::ROOT, b"refused", libc::S_IFREG, 0)
             });
-            assert_eq!(r.map(|_| ()).map_err(|e| e.errno()), Err(libc::EIO));
+            assert_eq!(r.map(|_| ()).map_err(|e| e.errno()), Err(libc::EROFS));
             let crashed = rig.durable();
             fsck_and_compare(&crashed, &[&before, &s.after], &format!("{what}, crash"));
             let stopped = rig.stop();
