@@ -7,6 +7,7 @@ pub(crate) mod bdi;
 mod data;
 pub mod dedup_abi;
 mod ioctl;
+pub mod mount;
 mod ops;
 pub mod session;
 pub mod snapshot_abi;
@@ -38,6 +39,8 @@ pub struct CowFuse {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
     writeback: bool,
+    /// Mounted read-only: the kernel refuses every change but the ioctls, refused here.
+    read_only: bool,
 }
 
 thread_local! {
@@ -92,7 +95,14 @@ impl CowFuse {
             gate,
             notifier,
             writeback,
+            read_only: false,
         }
+    }
+
+    /// The same, mounted read-only: the ioctls that change the tree answer EROFS.
+    pub fn read_only(mut self, ro: bool) -> Self {
+        self.read_only = ro;
+        self
     }
 
     /// Before a commit: writes the store's dirty pages back with neither the gate nor the

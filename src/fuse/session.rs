@@ -4,7 +4,7 @@ use super::CowFuse;
 use crate::error::Result;
 use crate::ns::Fs;
 use crate::store::StoreDir;
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, MountOption, SessionACL};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -26,6 +26,8 @@ pub struct MountOpts {
     pub private: bool,
     /// The mount's share of the kernel's dirty-page limit, in percent (set as root).
     pub dirty_share: u32,
+    /// Mount read-only (`MS_RDONLY`: the kernel answers EROFS to every change).
+    pub read_only: bool,
 }
 
 impl Default for MountOpts {
@@ -37,16 +39,21 @@ impl Default for MountOpts {
             writeback: true,
             private: false,
             dirty_share: super::bdi::DEFAULT_SHARE,
+            read_only: false,
         }
     }
 }
 
-fn config(opts: &MountOpts) -> Config {
+/// The session's options; the store's path is the source the mount table shows.
+fn config(opts: &MountOpts, store: &Path) -> Config {
     let mut c = Config::default();
     c.mount_options = vec![
-        MountOption::FSName("cowfs".into()),
+        MountOption::FSName(source_name(store)),
         MountOption::Subtype("cowfs".into()),
     ];
+    if opts.read_only {
+        c.mount_options.push(MountOption::RO);
+    }
     let root = crate::sys::geteuid() == 0;
     if kernel_checks(root, opts.private) {
         c.mount_options.push(MountOption::DefaultPermissions);
@@ -57,6 +64,15 @@ fn config(opts: &MountOpts) -> Config {
     c.n_threads = Some(opts.threads.max(1));
     c.clone_fd = true;
     c
+}
+
+/// The store's path as the mount's source, or `cowfs` when it cannot be one (fusermount3
+/// splits its options at commas).
+fn source_name(store: &Path) -> String {
+    match store.to_str() {
+        Some(s) if !s.contains([',', '\\']) => s.to_string(),
+        _ => "cowfs".into(),
+    }
 }
 
 /// Whether the kernel checks permission bits (`default_permissions`). Always, but on a
@@ -192,13 +208,14 @@ pub fn serve(
     }
     // Resolved before the mount: afterwards a stat of it waits for the session to run.
     let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
+    let fs = Arc::new(Mutex::new(Fs::new(store, Some(path.clone()))?));
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
-    let session = Session::new(
-        CowFuse::new(fs.clone(), gate.clone(), notifier.clone(), opts.writeback),
+    let session = super::mount::session(
+        CowFuse::new(fs.clone(), gate.clone(), notifier.clone(), opts.writeback)
+            .read_only(opts.read_only),
         mountpoint,
-        &config(opts),
+        &config(opts, &path),
     )?;
     let _ = notifier.set(session.notifier());
     if crate::sys::geteuid() == 0
