@@ -40,7 +40,6 @@ const IGNORED: &[&str] = &[
     "dev",
     "nodev",
     "exec",
-    "noexec",
     "async",
     "allow_other",
     "default_permissions",
@@ -89,6 +88,10 @@ pub fn translate(opt: &str) -> Result<Vec<String>, String> {
             a.push(key.clone());
             a
         }),
+        // Dropping it would quietly allow what the user meant to forbid.
+        "noexec" => Err(format!(
+            "mount option '{opt}' is not supported: cowfs mounts allow execution"
+        )),
         "branch" => Err(format!(
             "mount option '{opt}': branch= names a branch of a shared store, and this store \
              is a local one"
@@ -274,6 +277,8 @@ mod tests {
                 .contains("branch=main")
         );
         assert!(args_of("private,allow_other").is_err());
+        assert!(args_of("noexec").expect_err("refused").contains("'noexec'"));
+        assert!(args_of("sync").expect_err("unknown").contains("'sync'"));
     }
 
     #[test]
