@@ -44,6 +44,11 @@ if [ "$ACTION" = uninstall ]; then
             rm -f -- "$DESTDIR$f" && echo "removed $DESTDIR$f"
         fi
     done
+    # The directories the install made, if nothing else is in them now.
+    for d in man/man1 bash-completion/completions bash-completion zsh/site-functions zsh \
+        fish/vendor_completions.d fish; do
+        rmdir -- "$DESTDIR$PREFIX/share/$d" 2>/dev/null
+    done
     exit 0
 fi
 if [ "$ACTION" = mount ]; then

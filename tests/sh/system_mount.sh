@@ -56,6 +56,10 @@ else
     not_ok "mount.sh --install (DESTDIR)" "exit $rc" "$out"
 fi
 
+out="$(DESTDIR="$STAGE" "$REPO/mount.sh" --uninstall 2>&1)"
+check_eq "mount.sh --uninstall (DESTDIR) removes every file it installed ($(wc -l <<<"$out") lines)" \
+    "" "$(find "$STAGE" ! -type d)"
+
 if [ -e "$HELPER" ] || [ -L "$HELPER" ]; then mv -- "$HELPER" "$SAVED_HELPER"; fi
 out="$(PREFIX="$PREFIX_DIR" SBINDIR=/sbin "$REPO/mount.sh" --install 2>&1)"
 if [ $? = 0 ] && [ -x "$PREFIX_DIR/bin/cowfs" ] && [ -L "$HELPER" ]; then
