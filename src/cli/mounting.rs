@@ -63,7 +63,7 @@ pub fn wait_for_store(store: &Path) -> Result<()> {
     while !crate::sys::try_lock(&f) {
         if let Some(m) = mounted_at(&canon) {
             return Err(Error::BadStore(format!(
-                "{}: store is mounted at {m}",
+                "{}: store is in use by another cowfs process (mounted at {m})",
                 canon.display()
             )));
         }
