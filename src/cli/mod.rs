@@ -1,7 +1,10 @@
 //! The command line: `cowfs mkfs`, `cowfs mount`, `cowfs umount`, and the subcommands in
 //! the files beside this one. It sits above every layer: nothing in the library imports it.
 
+pub mod completions;
 pub mod dedup;
+pub mod mounting;
+pub mod mountopts;
 pub mod pages;
 pub mod snap;
 pub mod tools;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// cowfs: a copy-on-write filesystem in userspace.
 #[derive(Parser, Debug)]
-#[command(name = "cowfs", version, about)]
+#[command(name = "cowfs", version = env!("COWFS_VERSION"), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -78,6 +81,29 @@ pub enum Cmd {
         /// understood (the last one given wins over --atime).
         #[arg(short = 'o', value_delimiter = ',', value_parser = parse_atime)]
         options: Vec<crate::ns::Atime>,
+        /// Create the mount point if it does not exist.
+        #[arg(long)]
+        mkdir: bool,
+        /// Mount read-only: every change answers EROFS.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Commit everything written on the mount and return once it is on disk (a bare
+    /// `sync` does not reach a FUSE daemon).
+    Sync {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (cowfs.1, cowfs-COMMAND.1) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        dir: PathBuf,
     },
     /// Clone SRC to DST sharing every page (constant time, no space until written).
     ///
@@ -187,6 +213,8 @@ fn run_cmd(cli: Cli) -> Result<()> {
             dirty_share,
             atime,
             options,
+            mkdir,
+            read_only,
         } => {
             let atime = options.last().copied().unwrap_or(atime);
             let opts = MountOpts {
@@ -197,7 +225,9 @@ fn run_cmd(cli: Cli) -> Result<()> {
                 private,
                 dirty_share,
                 atime,
+                read_only,
             };
+            let mountpoint = mounting::mountpoint(&mountpoint, mkdir)?;
             if foreground {
                 mount_foreground(&store, &mountpoint, &opts)
             } else {
@@ -227,6 +257,9 @@ fn run_cmd(cli: Cli) -> Result<()> {
         Cmd::Snapshot { cmd } => crate::cli::snap::run(cmd),
         Cmd::Pages { cmd } => crate::cli::pages::run(cmd),
         Cmd::Dedup { mountpoint, paths } => crate::cli::dedup::run(&mountpoint, &paths),
+        Cmd::Sync { mountpoint } => mounting::sync(&mountpoint),
+        Cmd::Completions { shell } => completions::completions(shell),
+        Cmd::Man { dir } => completions::man(&dir),
         Cmd::Fsck { .. } => Ok(()),
     }
 }
@@ -285,23 +318,13 @@ fn mkfs(store: &Path, max_size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-fn check_mountpoint(m: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(m)
-        .map_err(|e| Error::BadStore(format!("mount point {}: {e}", m.display())))?;
-    if !meta.is_dir() {
-        return Err(Error::BadStore(format!(
-            "mount point {}: not a directory",
-            m.display()
-        )));
-    }
-    Ok(std::fs::canonicalize(m)?)
-}
-
 fn mount_foreground(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()> {
-    let mnt = check_mountpoint(mnt)?;
-    let dir = open_dir(store, true)?;
-    let pidfile = pid_file(&mnt);
-    serve(dir, &mnt, opts, || {
+    mounting::wait_for_store(store)?;
+    let mut dir = open_dir(store, true)?;
+    // The mount table shows the store by this name.
+    dir.path = std::fs::canonicalize(&dir.path)?;
+    let pidfile = pid_file(mnt);
+    serve(dir, mnt, opts, || {
         if let Some(p) = &pidfile {
             let _ = std::fs::write(p, std::process::id().to_string());
         }
@@ -318,7 +341,7 @@ fn mount_background(
     log: Option<PathBuf>,
     opts: &MountOpts,
 ) -> Result<()> {
-    let mnt = check_mountpoint(mnt)?;
+    let mnt = mnt.to_path_buf();
     if is_mounted(&mnt) {
         return Err(Error::BadStore(format!(
             "{} is already a mount point",
@@ -326,6 +349,7 @@ fn mount_background(
         )));
     }
     // Create or check the store here, so errors come back as one clear line.
+    mounting::wait_for_store(store)?;
     drop(open_dir(store, true)?);
     let store = std::fs::canonicalize(store)?;
     let log = log.unwrap_or_else(|| store.join("daemon.log"));
@@ -341,6 +365,7 @@ fn mount_background(
         .args(opts.max_size.map(|m| format!("--max-size={m}")))
         .args((!opts.writeback).then_some("--no-writeback-cache"))
         .args(opts.private.then_some("--private"))
+        .args(opts.read_only.then_some("--read-only"))
         .arg(format!("--dirty-share={}", opts.dirty_share))
         .arg(format!("--atime={}", atime_name(opts.atime)))
         .arg(&store)

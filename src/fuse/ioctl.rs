@@ -33,6 +33,18 @@ pub(super) fn cred(req: &Request) -> Cred {
     }
 }
 
+/// Whether ioctl `cmd` with `data` would change the filesystem (refused on a read-only
+/// mount, where the kernel lets ioctls through).
+fn changes_tree(cmd: u32, data: &[u8]) -> bool {
+    match cmd {
+        abi::IOC_CLONE | dedup_abi::IOC_DEDUP => true,
+        IOC_SNAP => SnapReq::decode(data)
+            .map(|r| matches!(r.op, SnapOp::Create | SnapOp::Delete | SnapOp::Rollback))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
 impl CowFuse {
     pub(super) fn ioctl_cmd(
         &self,
@@ -42,6 +54,9 @@ impl CowFuse {
         cmd: u32,
         data: &[u8],
     ) -> Result<Vec<u8>, Errno> {
+        if self.read_only && changes_tree(cmd, data) {
+            return Err(Errno::from_i32(Error::ReadOnly.errno()));
+        }
         match cmd {
             abi::IOC_CLONE => {
                 let r = CloneReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;

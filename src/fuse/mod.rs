@@ -7,6 +7,7 @@ pub(crate) mod bdi;
 mod data;
 pub mod dedup_abi;
 mod ioctl;
+pub mod mount;
 mod ops;
 pub mod session;
 pub mod snapshot_abi;
@@ -43,6 +44,8 @@ pub struct CowFuse {
     /// another (`kernel_write_back`): never all of them, or none would be left to serve.
     threads: usize,
     waiting_on_kernel: std::sync::atomic::AtomicUsize,
+    /// Mounted read-only: the kernel refuses every change but the ioctls, refused here.
+    read_only: bool,
 }
 
 thread_local! {
@@ -116,6 +119,7 @@ impl CowFuse {
             writeback,
             threads,
             waiting_on_kernel: Default::default(),
+            read_only: false,
         }
     }
 
@@ -143,6 +147,12 @@ impl CowFuse {
                 false
             }
         }
+    }
+
+    /// The same, mounted read-only: the ioctls that change the tree answer EROFS.
+    pub fn read_only(mut self, ro: bool) -> Self {
+        self.read_only = ro;
+        self
     }
 
     /// Before a commit: writes the store's dirty pages back with neither the gate nor the

@@ -4,7 +4,7 @@ use super::CowFuse;
 use crate::error::Result;
 use crate::ns::Fs;
 use crate::store::StoreDir;
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, MountOption, SessionACL};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,8 @@ pub struct MountOpts {
     pub dirty_share: u32,
     /// When reads update atime.
     pub atime: crate::ns::Atime,
+    /// Mount read-only (`MS_RDONLY`: the kernel answers EROFS to every change).
+    pub read_only: bool,
 }
 
 impl Default for MountOpts {
@@ -41,16 +43,21 @@ impl Default for MountOpts {
             private: false,
             dirty_share: super::bdi::DEFAULT_SHARE,
             atime: crate::ns::Atime::Relatime,
+            read_only: false,
         }
     }
 }
 
-fn config(opts: &MountOpts) -> Config {
+/// The session's options; the store's path is the source the mount table shows.
+fn config(opts: &MountOpts, store: &Path) -> Config {
     let mut c = Config::default();
     c.mount_options = vec![
-        MountOption::FSName("cowfs".into()),
+        MountOption::FSName(source_name(store)),
         MountOption::Subtype("cowfs".into()),
     ];
+    if opts.read_only {
+        c.mount_options.push(MountOption::RO);
+    }
     let root = crate::sys::geteuid() == 0;
     if kernel_checks(root, opts.private) {
         c.mount_options.push(MountOption::DefaultPermissions);
@@ -61,6 +68,15 @@ fn config(opts: &MountOpts) -> Config {
     c.n_threads = Some(opts.threads.max(1));
     c.clone_fd = true;
     c
+}
+
+/// The store's path as the mount's source, or `cowfs` when it cannot be one (fusermount3
+/// splits its options at commas).
+fn source_name(store: &Path) -> String {
+    match store.to_str() {
+        Some(s) if !s.contains([',', '\\']) => s.to_string(),
+        _ => "cowfs".into(),
+    }
 }
 
 /// Whether the kernel checks permission bits (`default_permissions`). Always, but on a
@@ -245,21 +261,22 @@ pub fn serve(
     }
     // Resolved before the mount: afterwards a stat of it waits for the session to run.
     let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let mut fs = Fs::new(store, Some(path))?;
+    let mut fs = Fs::new(store, Some(path.clone()))?;
     fs.set_atime_mode(opts.atime);
     let fs = Arc::new(Mutex::new(fs));
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
-    let session = Session::new(
+    let session = super::mount::session(
         CowFuse::new(
             fs.clone(),
             gate.clone(),
             notifier.clone(),
             opts.writeback,
             opts.threads.max(1),
-        ),
+        )
+        .read_only(opts.read_only),
         mountpoint,
-        &config(opts),
+        &config(opts, &path),
     )?;
     let _ = notifier.set(session.notifier());
     if crate::sys::geteuid() == 0
