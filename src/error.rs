@@ -53,8 +53,10 @@ pub enum Error {
     UnknownIoctl,
     /// A bug: an internal error such as a caught panic (EIO).
     Internal,
-    /// A write into a read-only snapshot (EROFS).
+    /// A write into a read-only snapshot, or into a store whose commits failed (EROFS).
     ReadOnly,
+    /// Too many of something in progress at once (EBUSY): dedup runs.
+    Busy,
     /// An inode of a snapshot that no longer exists (ESTALE).
     Stale,
     /// No snapshot has this name.
@@ -94,6 +96,7 @@ impl Error {
             Error::Failed | Error::Internal => libc::EIO,
             Error::UnknownIoctl => libc::ENOTTY,
             Error::ReadOnly => libc::EROFS,
+            Error::Busy => libc::EBUSY,
             Error::Stale => libc::ESTALE,
             Error::NoSnapshot(_) => libc::ENOENT,
             Error::SnapshotExists(_) => libc::EEXIST,

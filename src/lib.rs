@@ -11,6 +11,7 @@
 //! sys       every `unsafe` block (mmap, madvise, flock, fallocate, umount, signals)
 //! check     recomputes reference and link counts (fsck's core)
 //! fuzzing   entry points of the fuzz targets (fuzz/) and tests/fuzz_corpus.rs; hidden
+//! cli       the command line (above every layer; main.rs only parses and reports)
 //! ```
 // Lints: see `[lints]` in Cargo.toml (clippy::unwrap_used and others, for every target).
 // Only `unsafe_code` is set here, for the library alone: sys.rs opts out.
@@ -18,7 +19,6 @@
 
 pub mod check;
 pub mod cli;
-pub mod dedupcli;
 pub mod error;
 pub mod fuse;
 #[doc(hidden)]
@@ -27,11 +27,8 @@ pub mod ids;
 pub mod ns;
 pub mod object;
 pub mod page;
-pub mod snapcli;
 pub mod store;
 pub mod sys;
-pub mod tools;
 pub mod vm;
-pub mod vmcli;
 
 pub use error::{Error, Result};

@@ -133,6 +133,12 @@ pub fn syncfs(fd: &impl AsRawFd) -> io::Result<()> {
     check(unsafe { libc::syncfs(fd.as_raw_fd()) })
 }
 
+/// fchdir(2): makes the directory open as `dir` the process's working directory.
+pub fn fchdir(dir: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain system call on a descriptor we own; no memory is passed.
+    check(unsafe { libc::fchdir(dir.as_raw_fd()) })
+}
+
 /// sync_file_range(2) over the whole file: starts writeback of every dirty page and waits
 /// for it, without flushing the device cache or the file's metadata (fdatasync does that).
 pub fn write_back(fd: &impl AsRawFd) -> io::Result<()> {
@@ -152,4 +158,39 @@ pub fn umask() -> u32 {
         libc::umask(m);
         m
     }
+}
+
+/// Real uid and gid of this process.
+pub fn getuid_gid() -> (u32, u32) {
+    // SAFETY: neither call can fail or takes arguments.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// mount(2): mounts `source` on `target` as file system type `fstype` with `flags`
+/// (`MS_*`) and the file system's own option string `data`.
+pub fn mount(
+    source: &std::ffi::OsStr,
+    target: &std::path::Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let cstr = |b: &[u8]| {
+        std::ffi::CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let src = cstr(source.as_encoded_bytes())?;
+    let tgt = cstr(target.as_os_str().as_encoded_bytes())?;
+    let ty = cstr(fstype.as_bytes())?;
+    let data = cstr(data.as_bytes())?;
+    // SAFETY: the four pointers are valid NUL-terminated strings that outlive the call; the
+    // kernel only reads them (FUSE's option string is text).
+    check(unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            ty.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
 }

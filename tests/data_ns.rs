@@ -59,7 +59,7 @@ fn fallocate_zeroes_pages_that_held_other_data() {
         .find(|&(i, &v)| !(10..14).contains(&i) && v != 0);
     assert_eq!(stray, None, "fallocate must hand out zeroed pages");
     let inode = fs.getattr(b).expect("stat");
-    assert_eq!(fs.data_pages(&inode).expect("blocks"), 1024);
+    assert_eq!(fs.data_pages(b, &inode).expect("blocks"), 1024);
     let r = check(fs.store()).expect("check");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
 }

@@ -23,6 +23,16 @@ fn list(s: &mut Store, d: &Inode) -> Result<Listing> {
 
 const LOST: &[u8] = b"lost+found";
 
+/// What the walk of the directories found: links to each inode, subdirectories of each
+/// directory, the directory listing each directory, and every inode reached.
+#[derive(Default)]
+struct Tally {
+    links: HashMap<Ino, u32>,
+    subdirs: HashMap<Ino, u32>,
+    parent_of: HashMap<Ino, Ino>,
+    seen: HashSet<Ino>,
+}
+
 /// Checks (and with `repair`, fixes) the namespace. `inodes` comes from pass 1.
 pub fn names(
     s: &mut Store,
@@ -30,94 +40,149 @@ pub fn names(
     repair: bool,
     out: &mut Vec<String>,
 ) -> Result<()> {
-    let mut links: HashMap<Ino, u32> = HashMap::new();
-    let mut subdirs: HashMap<Ino, u32> = HashMap::new();
-    let mut parent_of: HashMap<Ino, Ino> = HashMap::new();
-    let mut seen: HashSet<Ino> = HashSet::from([Ino::ROOT, Ino::ORPHANS]);
-    let mut queue = vec![Ino::ROOT, Ino::ORPHANS];
-    while let Some(d) = queue.pop() {
-        let Some(di) = inodes.get(&d).cloned() else {
-            out.push(format!("directory {} is missing", d.0));
-            continue;
-        };
-        let entries = match list(s, &di) {
-            Ok(l) => l,
-            Err(e) => {
-                out.push(format!("directory {}: cannot list: {e}", d.0));
-                continue;
-            }
-        };
-        let mut count = 0;
-        for (name, t, kind) in entries {
-            let Some(ti) = inodes.get(&t) else {
-                out.push(format!(
-                    "directory {}: entry {:?} names missing inode {}",
-                    d.0,
-                    String::from_utf8_lossy(&name),
-                    t.0
-                ));
-                if repair {
-                    let mut dd = itable::get(s, d)?;
-                    dir::remove(s, &mut dd, &name)?;
-                    itable::put(s, d, &dd)?;
-                    inodes.insert(d, dd);
-                }
-                continue;
-            };
-            count += 1;
-            if d == Ino::ORPHANS {
-                seen.insert(t);
-                continue;
-            }
-            if kind as u32 != ti.file_type() >> 12 {
-                out.push(format!(
-                    "directory {}: entry {:?} has the wrong type",
-                    d.0,
-                    String::from_utf8_lossy(&name)
-                ));
-            }
-            if ti.is_dir() {
-                *subdirs.entry(d).or_insert(0) += 1;
-                if parent_of.insert(t, d).is_some() || t == Ino::ROOT {
-                    out.push(format!("directory {} is linked twice", t.0));
-                    continue;
-                }
-            }
-            *links.entry(t).or_insert(0) += 1;
-            if seen.insert(t) && ti.is_dir() {
-                queue.push(t);
-            }
+    let mut t = Tally {
+        seen: HashSet::from([Ino::ROOT, Ino::ORPHANS]),
+        ..Default::default()
+    };
+    t.walk(s, inodes, vec![Ino::ROOT, Ino::ORPHANS], repair, out)?;
+    // Of what the walk did not reach, only the top of each lost subtree is lost: what lies
+    // below it is reached through it (and keeps its place there).
+    let lost = unreached(inodes, &t.seen);
+    let named = named_in(s, inodes, &lost);
+    let mut heads: Vec<Ino> = lost.into_iter().filter(|i| !named.contains(i)).collect();
+    loop {
+        if heads.is_empty() {
+            // Lost directories that list each other in a cycle have no top: the smallest
+            // one stands for them.
+            heads = unreached(inodes, &t.seen).into_iter().take(1).collect();
         }
-        if di.entries != count && !repair {
-            out.push(format!(
-                "directory {}: says {} entries, has {count}",
-                d.0, di.entries
-            ));
+        if heads.is_empty() {
+            break;
         }
+        for ino in &heads {
+            out.push(format!("inode {} is not linked anywhere", ino.0));
+        }
+        if repair {
+            relink(s, inodes, &heads, &mut t)?;
+        }
+        t.seen.extend(heads.iter().copied());
+        let dirs = heads
+            .iter()
+            .filter(|i| inodes.get(i).is_some_and(|i| i.is_dir()))
+            .copied()
+            .collect();
+        t.walk(s, inodes, dirs, repair, out)?;
+        heads.clear();
     }
-    let mut lost: Vec<Ino> = inodes
+    fix_counts(s, inodes, &t.links, &t.subdirs, &t.parent_of, repair, out)
+}
+
+/// Inodes not reached, in order.
+fn unreached(inodes: &HashMap<Ino, Inode>, seen: &HashSet<Ino>) -> Vec<Ino> {
+    let mut v: Vec<Ino> = inodes
         .keys()
         .filter(|i| !seen.contains(i))
         .copied()
         .collect();
-    lost.sort();
-    for ino in &lost {
-        out.push(format!("inode {} is not linked anywhere", ino.0));
-    }
-    if repair && !lost.is_empty() {
-        relink(s, inodes, &lost, &mut links, &mut subdirs, &mut parent_of)?;
-    }
-    fix_counts(s, inodes, &links, &subdirs, &parent_of, repair, out)
+    v.sort();
+    v
 }
 
-/// Links lost inodes into /lost+found as "#INO".
+/// The inodes that entries of the directories among `lost` name.
+fn named_in(s: &mut Store, inodes: &HashMap<Ino, Inode>, lost: &[Ino]) -> HashSet<Ino> {
+    let mut named = HashSet::new();
+    for ino in lost {
+        if let Some(d) = inodes.get(ino).filter(|d| d.is_dir())
+            && let Ok(l) = list(s, d)
+        {
+            named.extend(l.into_iter().map(|(_, t, _)| t).filter(|t| t != ino));
+        }
+    }
+    named
+}
+
+impl Tally {
+    /// Walks the directories in `queue` and everything below them that was not reached
+    /// yet, a directory at a time (an explicit stack, never recursion: a tree may be as
+    /// deep as anyone likes).
+    fn walk(
+        &mut self,
+        s: &mut Store,
+        inodes: &mut HashMap<Ino, Inode>,
+        mut queue: Vec<Ino>,
+        repair: bool,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
+        while let Some(d) = queue.pop() {
+            let Some(di) = inodes.get(&d).cloned() else {
+                out.push(format!("directory {} is missing", d.0));
+                continue;
+            };
+            let entries = match list(s, &di) {
+                Ok(l) => l,
+                Err(e) => {
+                    out.push(format!("directory {}: cannot list: {e}", d.0));
+                    continue;
+                }
+            };
+            let mut count = 0;
+            for (name, t, kind) in entries {
+                let Some(ti) = inodes.get(&t) else {
+                    out.push(format!(
+                        "directory {}: entry {:?} names missing inode {}",
+                        d.0,
+                        String::from_utf8_lossy(&name),
+                        t.0
+                    ));
+                    if repair {
+                        let mut dd = itable::get(s, d)?;
+                        dir::remove(s, &mut dd, &name)?;
+                        itable::put(s, d, &dd)?;
+                        inodes.insert(d, dd);
+                    }
+                    continue;
+                };
+                count += 1;
+                if d == Ino::ORPHANS {
+                    self.seen.insert(t);
+                    continue;
+                }
+                if kind as u32 != ti.file_type() >> 12 {
+                    out.push(format!(
+                        "directory {}: entry {:?} has the wrong type",
+                        d.0,
+                        String::from_utf8_lossy(&name)
+                    ));
+                }
+                if ti.is_dir() {
+                    *self.subdirs.entry(d).or_insert(0) += 1;
+                    if self.parent_of.insert(t, d).is_some() || t == Ino::ROOT {
+                        out.push(format!("directory {} is linked twice", t.0));
+                        continue;
+                    }
+                }
+                *self.links.entry(t).or_insert(0) += 1;
+                if self.seen.insert(t) && ti.is_dir() {
+                    queue.push(t);
+                }
+            }
+            if di.entries != count && !repair {
+                out.push(format!(
+                    "directory {}: says {} entries, has {count}",
+                    d.0, di.entries
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Links the tops of lost subtrees into /lost+found as "#INO".
 fn relink(
     s: &mut Store,
     inodes: &mut HashMap<Ino, Inode>,
     lost: &[Ino],
-    links: &mut HashMap<Ino, u32>,
-    subdirs: &mut HashMap<Ino, u32>,
-    parent_of: &mut HashMap<Ino, Ino>,
+    t: &mut Tally,
 ) -> Result<()> {
     let mut root = itable::get(s, Ino::ROOT)?;
     let lf = match dir::lookup(s, &root, LOST)? {
@@ -138,9 +203,10 @@ fn relink(
             itable::put(s, ino, &d)?;
             dir::insert(s, &mut root, LOST, ino, (libc::S_IFDIR >> 12) as u8)?;
             itable::put(s, Ino::ROOT, &root)?;
-            *subdirs.entry(Ino::ROOT).or_insert(0) += 1;
-            parent_of.insert(ino, Ino::ROOT);
-            links.insert(ino, 1);
+            *t.subdirs.entry(Ino::ROOT).or_insert(0) += 1;
+            t.parent_of.insert(ino, Ino::ROOT);
+            t.links.insert(ino, 1);
+            t.seen.insert(ino);
             inodes.insert(ino, d);
             ino
         }
@@ -155,10 +221,10 @@ fn relink(
             *ino,
             (i.file_type() >> 12) as u8,
         )?;
-        *links.entry(*ino).or_insert(0) += 1;
+        *t.links.entry(*ino).or_insert(0) += 1;
         if i.is_dir() {
-            *subdirs.entry(lf).or_insert(0) += 1;
-            parent_of.insert(*ino, lf);
+            *t.subdirs.entry(lf).or_insert(0) += 1;
+            t.parent_of.insert(*ino, lf);
         }
     }
     itable::put(s, lf, &d)?;
@@ -189,7 +255,9 @@ fn fix_counts(
         } else {
             links.get(&ino).copied().unwrap_or(0)
         };
-        let orphan = !i.is_dir() && i.nlink == 0;
+        // Unlinked while held (open, or known to the kernel): listed in the orphan
+        // directory only, with no links, files and directories alike.
+        let orphan = i.nlink == 0 && !links.contains_key(&ino) && !parent_of.contains_key(&ino);
         if i.nlink != want && !orphan && ino != Ino::ORPHANS {
             out.push(format!(
                 "inode {}: nlink {} but {want} links",

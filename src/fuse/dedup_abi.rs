@@ -1,4 +1,4 @@
-//! The dedup ioctl: `_IOWR('C', 20, 64 bytes)` on a regular file opened for reading (step)
+//! The dedup ioctl: `_IOWR('C', 20, 64 bytes)` on a regular file opened for writing (step)
 //! or on anything on the mount (finish). Little-endian.
 //!
 //! | bytes  | request                      | answer               |

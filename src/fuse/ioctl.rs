@@ -33,6 +33,18 @@ pub(super) fn cred(req: &Request) -> Cred {
     }
 }
 
+/// Whether ioctl `cmd` with `data` would change the filesystem (refused on a read-only
+/// mount, where the kernel lets ioctls through).
+fn changes_tree(cmd: u32, data: &[u8]) -> bool {
+    match cmd {
+        abi::IOC_CLONE | dedup_abi::IOC_DEDUP => true,
+        IOC_SNAP => SnapReq::decode(data)
+            .map(|r| matches!(r.op, SnapOp::Create | SnapOp::Delete | SnapOp::Rollback))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
 impl CowFuse {
     pub(super) fn ioctl_cmd(
         &self,
@@ -42,6 +54,9 @@ impl CowFuse {
         cmd: u32,
         data: &[u8],
     ) -> Result<Vec<u8>, Errno> {
+        if self.read_only && changes_tree(cmd, data) {
+            return Err(Errno::from_i32(Error::ReadOnly.errno()));
+        }
         match cmd {
             abi::IOC_CLONE => {
                 let r = CloneReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
@@ -55,7 +70,7 @@ impl CowFuse {
             dedup_abi::IOC_DEDUP => {
                 let (op, run, from) =
                     dedup_abi::decode_req(data).map_err(|e| Errno::from_i32(e.errno()))?;
-                self.dedup(ino, fh, op, run, from)
+                self.dedup(req, ino, fh, op, run, from)
                     .map(|s| dedup_abi::encode_ans(&s))
             }
             IOC_SNAP => {
@@ -94,10 +109,13 @@ impl CowFuse {
         })
     }
 
-    /// The dedup ioctl: one batch of a file opened by the caller (in the live tree), or
-    /// the end of a run (commit; the freed pages show as free space at once).
+    /// The dedup ioctl: one batch of a file the caller opened for writing (in the live
+    /// tree; a read-only handle gets EBADF, as FIDEDUPERANGE's destination does), or the
+    /// end of the caller's run (commit; the freed pages show as free space at once). Runs
+    /// are keyed by the caller's uid and the run id, so users never share one.
     fn dedup(
         &self,
+        req: &Request,
         ino: Ino,
         fh: Fh,
         op: u32,
@@ -105,17 +123,21 @@ impl CowFuse {
         from: u64,
     ) -> Result<crate::ns::DedupStats, Errno> {
         match op {
-            dedup_abi::OP_STEP => self.call("dedup", |fs| {
-                if fs.handle_ino(fh)? != ino {
-                    return Err(Error::BadHandle);
-                }
-                if ino.split().0 != SnapId::LIVE {
-                    return Err(Error::ReadOnly);
-                }
-                fs.dedup_step(run, ino, from)
-            }),
+            dedup_abi::OP_STEP => {
+                let cred = cred(req);
+                self.call("dedup", |fs| {
+                    if ino.split().0 != SnapId::LIVE {
+                        return Err(Error::ReadOnly);
+                    }
+                    fs.check_writable_handle(fh, ino)?;
+                    fs.dedup_step(&cred, run, ino, from)
+                })
+            }
             dedup_abi::OP_FINISH => self.call("dedup finish", |fs| {
-                fs.dedup_finish();
+                fs.dedup_finish(crate::ns::RunKey {
+                    uid: req.uid(),
+                    run,
+                });
                 fs.sync()?;
                 Ok(crate::ns::DedupStats::default())
             }),

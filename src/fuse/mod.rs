@@ -7,12 +7,14 @@ pub(crate) mod bdi;
 mod data;
 pub mod dedup_abi;
 mod ioctl;
+pub mod mount;
 mod ops;
 pub mod session;
 pub mod snapshot_abi;
 mod views;
 
 use crate::error::{Error, Result};
+use crate::ids::Ino;
 use crate::ns::Fs;
 use fuser::Errno;
 use std::cell::Cell;
@@ -38,6 +40,12 @@ pub struct CowFuse {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
     writeback: bool,
+    /// FUSE worker threads, and how many wait for the kernel to write pages back to
+    /// another (`kernel_write_back`): never all of them, or none would be left to serve.
+    threads: usize,
+    waiting_on_kernel: std::sync::atomic::AtomicUsize,
+    /// Mounted read-only: the kernel refuses every change but the ioctls, refused here.
+    read_only: bool,
 }
 
 thread_local! {
@@ -80,19 +88,71 @@ fn write_back(fs: &Mutex<Fs>) {
 }
 
 impl CowFuse {
+    /// RELEASE and RELEASEDIR: the handle is closed in one operation and the inode freed
+    /// (when that was what held it) in a second, so a failed free never brings back a
+    /// handle the kernel has let go of. A failed free is logged; the orphan is freed at
+    /// the next mount.
+    fn release_handle(&self, fh: crate::ids::Fh) -> std::result::Result<(), Errno> {
+        if let Some(k) = self.call("release", |fs| fs.close_handle(fh))?
+            && let Err(e) = self.call("release: free", |fs| fs.free_unused(k))
+        {
+            log::warn!(
+                "release: inode {} stays an orphan until the next mount: {e:?}",
+                k.0
+            );
+        }
+        Ok(())
+    }
+
     /// Wraps a shared filesystem.
     pub fn new(
         fs: Arc<Mutex<Fs>>,
         gate: Arc<RwLock<()>>,
         notifier: Arc<OnceLock<fuser::Notifier>>,
         writeback: bool,
+        threads: usize,
     ) -> Self {
         CowFuse {
             fs,
             gate,
             notifier,
             writeback,
+            threads,
+            waiting_on_kernel: Default::default(),
+            read_only: false,
         }
+    }
+
+    /// Has the kernel write back every dirty page of kernel inode `k`, and waits for it:
+    /// invalidating the file's cached pages makes the kernel launder the dirty ones (a
+    /// WRITE each, served by another worker) before it answers; clean pages are dropped
+    /// too (re-read on demand). Call it holding neither the gate nor the lock. False when
+    /// it was not done: no other worker would be free to serve, or the kernel refused.
+    fn kernel_write_back(&self, k: Ino) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(n) = self.notifier.get() else {
+            return false;
+        };
+        if self.waiting_on_kernel.fetch_add(1, SeqCst) + 1 >= self.threads {
+            self.waiting_on_kernel.fetch_sub(1, SeqCst);
+            log::debug!("lseek: no worker free to take the kernel's dirty pages");
+            return false;
+        }
+        let r = n.inval_inode(fuser::INodeNo(k.0), 0, 0);
+        self.waiting_on_kernel.fetch_sub(1, SeqCst);
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("inval_inode before lseek: {e}");
+                false
+            }
+        }
+    }
+
+    /// The same, mounted read-only: the ioctls that change the tree answer EROFS.
+    pub fn read_only(mut self, ro: bool) -> Self {
+        self.read_only = ro;
+        self
     }
 
     /// Before a commit: writes the store's dirty pages back with neither the gate nor the

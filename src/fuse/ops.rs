@@ -265,6 +265,7 @@ impl fuser::Filesystem for CowFuse {
         let r = self.vcall("open", ino(i), false, |fs, i| {
             let fh = fs.open(i, flags.0)?;
             let for_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            let for_read = flags.0 & libc::O_ACCMODE != libc::O_WRONLY;
             if let Err(e) = fs.prefetch(i, for_write) {
                 log::debug!("prefetch: {e}");
             }
@@ -275,10 +276,17 @@ impl fuser::Filesystem for CowFuse {
                 };
                 fs.setattr(Ctx::ROOT, i, &a)?;
             }
-            Ok(fh)
+            // Reads from the kept page cache never reach us: the open stands for them.
+            let touched = for_read && fs.atime_on_open(i)?;
+            Ok((fh, touched))
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((fh, touched)) => {
+                if touched {
+                    self.forget_attrs(ino(i));
+                }
+                reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -340,7 +348,7 @@ impl fuser::Filesystem for CowFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.call("release", |fs| fs.release(Fh(fh.0))));
+        empty(reply, self.release_handle(Fh(fh.0)));
     }
 
     fn fsync(
@@ -419,7 +427,7 @@ impl fuser::Filesystem for CowFuse {
             reply.ok();
             return;
         }
-        empty(reply, self.call("releasedir", |fs| fs.release(Fh(fh.0))));
+        empty(reply, self.release_handle(Fh(fh.0)));
     }
 
     fn fsyncdir(
@@ -583,9 +591,15 @@ impl fuser::Filesystem for CowFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        // The kernel sends LSEEK without writing dirty pages back: for a file open for
+        // writing, have it write them back first, then the map is exact; when that cannot
+        // be done, answer conservatively (see `Fs::seek`).
+        let clean = matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE)
+            && self.vcall("lseek", ino(i), false, |fs, i| Ok(fs.has_writer(i))) == Ok(true)
+            && self.kernel_write_back(ino(i));
         let r = self.vcall("lseek", ino(i), false, |fs, i| {
             let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
-            fs.seek(i, off, whence)
+            fs.seek(i, off, whence, clean)
         });
         match r {
             Ok(o) => reply.offset(o as i64),

@@ -4,7 +4,8 @@ use super::CowFuse;
 use crate::error::Result;
 use crate::ns::Fs;
 use crate::store::StoreDir;
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, MountOption, SessionACL};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -26,6 +27,10 @@ pub struct MountOpts {
     pub private: bool,
     /// The mount's share of the kernel's dirty-page limit, in percent (set as root).
     pub dirty_share: u32,
+    /// When reads update atime.
+    pub atime: crate::ns::Atime,
+    /// Mount read-only (`MS_RDONLY`: the kernel answers EROFS to every change).
+    pub read_only: bool,
 }
 
 impl Default for MountOpts {
@@ -37,16 +42,22 @@ impl Default for MountOpts {
             writeback: true,
             private: false,
             dirty_share: super::bdi::DEFAULT_SHARE,
+            atime: crate::ns::Atime::Relatime,
+            read_only: false,
         }
     }
 }
 
-fn config(opts: &MountOpts) -> Config {
+/// The session's options; the store's path is the source the mount table shows.
+fn config(opts: &MountOpts, store: &Path) -> Config {
     let mut c = Config::default();
     c.mount_options = vec![
-        MountOption::FSName("cowfs".into()),
+        MountOption::FSName(source_name(store)),
         MountOption::Subtype("cowfs".into()),
     ];
+    if opts.read_only {
+        c.mount_options.push(MountOption::RO);
+    }
     let root = crate::sys::geteuid() == 0;
     if kernel_checks(root, opts.private) {
         c.mount_options.push(MountOption::DefaultPermissions);
@@ -57,6 +68,15 @@ fn config(opts: &MountOpts) -> Config {
     c.n_threads = Some(opts.threads.max(1));
     c.clone_fd = true;
     c
+}
+
+/// The store's path as the mount's source, or `cowfs` when it cannot be one (fusermount3
+/// splits its options at commas).
+fn source_name(store: &Path) -> String {
+    match store.to_str() {
+        Some(s) if !s.contains([',', '\\']) => s.to_string(),
+        _ => "cowfs".into(),
+    }
 }
 
 /// Whether the kernel checks permission bits (`default_permissions`). Always, but on a
@@ -93,10 +113,61 @@ impl Locked {
     }
 }
 
+/// The text of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs `f` under the gate and the lock, catching a panic: it is logged, the operation
+/// it interrupted is undone, and the answer is `None`.
+fn guarded<T>(fs: &Locked, what: &str, f: impl FnOnce(&mut Fs) -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(|| fs.with(f))) {
+        Ok(v) => Some(v),
+        Err(p) => {
+            log::error!("{what}: internal error (panic caught): {}", panic_text(&*p));
+            fs.with(|g| g.end_op(false));
+            None
+        }
+    }
+}
+
+/// One background commit. A failure (an error, or a panic, caught and logged) turns the
+/// store read-only (writes answer EROFS) with one log line, rather than running on
+/// without commits: a commit cannot be retried safely once one failed half way (after a
+/// failed fdatasync the kernel may have dropped the dirty pages it could not write).
+fn background_commit(fs: &Locked, reported: &mut bool) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| fs.write_back())) {
+        log::error!(
+            "write-back before a commit: internal error (panic caught): {}",
+            panic_text(&*p)
+        );
+    }
+    match guarded(fs, "background commit", |g| g.sync()) {
+        Some(Ok(())) => return,
+        Some(Err(e)) => log::error!("background commit failed: {e}"),
+        None => {}
+    }
+    fs.with(|g| g.store().set_failed());
+    if !*reported {
+        *reported = true;
+        log::error!(
+            "background commits are failing: the store is read-only (writes answer EROFS) \
+             until it is remounted"
+        );
+    }
+}
+
 fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let step = Duration::from_millis(100);
         let mut waited = Duration::ZERO;
+        let mut reported = false;
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(step);
             waited += step;
@@ -104,10 +175,7 @@ fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::Join
                 continue;
             }
             waited = Duration::ZERO;
-            fs.write_back();
-            if let Err(e) = fs.with(|g| g.sync()) {
-                log::error!("background commit failed: {e}");
-            }
+            background_commit(&fs, &mut reported);
         }
     })
 }
@@ -149,13 +217,14 @@ fn spawn_reclaimer(fs: Locked, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> 
             let (busy, failed) = if idle {
                 (false, false)
             } else {
-                fs.with(|g| {
+                guarded(&fs, "freeing a deleted snapshot", |g| {
                     if g.reclaim_pending() == 0 {
                         (false, false)
                     } else {
                         reclaim_once(g)
                     }
                 })
+                .unwrap_or((false, true))
             };
             let pauses = match (busy, failed) {
                 (_, true) => 50,
@@ -192,13 +261,22 @@ pub fn serve(
     }
     // Resolved before the mount: afterwards a stat of it waits for the session to run.
     let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let fs = Arc::new(Mutex::new(Fs::new(store, Some(path))?));
+    let mut fs = Fs::new(store, Some(path.clone()))?;
+    fs.set_atime_mode(opts.atime);
+    let fs = Arc::new(Mutex::new(fs));
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
-    let session = Session::new(
-        CowFuse::new(fs.clone(), gate.clone(), notifier.clone(), opts.writeback),
+    let session = super::mount::session(
+        CowFuse::new(
+            fs.clone(),
+            gate.clone(),
+            notifier.clone(),
+            opts.writeback,
+            opts.threads.max(1),
+        )
+        .read_only(opts.read_only),
         mountpoint,
-        &config(opts),
+        &config(opts, &path),
     )?;
     let _ = notifier.set(session.notifier());
     if crate::sys::geteuid() == 0
@@ -233,4 +311,150 @@ pub fn serve(
     closed?;
     log::info!("unmounted {}; store closed", mountpoint.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Ino;
+    use crate::ns::Ctx;
+    use crate::page::{Backend, MemBackend};
+    use crate::store::Store;
+    use std::sync::atomic::AtomicU8;
+
+    /// A store file whose sync works (0), fails with EIO (1) or panics (2).
+    struct Flaky {
+        inner: MemBackend,
+        mode: Arc<AtomicU8>,
+    }
+
+    impl Backend for Flaky {
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+        fn set_len(&mut self, len: u64) -> Result<()> {
+            self.inner.set_len(len)
+        }
+        fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+            self.inner.read(off, buf)
+        }
+        fn write(&mut self, off: u64, buf: &[u8]) -> Result<()> {
+            self.inner.write(off, buf)
+        }
+        fn sync(&mut self) -> Result<()> {
+            match self.mode.load(Ordering::SeqCst) {
+                0 => self.inner.sync(),
+                1 => Err(std::io::Error::from_raw_os_error(libc::EIO).into()),
+                _ => panic!("injected panic in sync"),
+            }
+        }
+    }
+
+    static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record) {
+            let mut l = LOG.lock().unwrap_or_else(PoisonError::into_inner);
+            l.push(r.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+
+    fn logged(what: &str) -> bool {
+        let l = LOG.lock().unwrap_or_else(PoisonError::into_inner);
+        l.iter().any(|m| m.contains(what))
+    }
+
+    /// A mount's background state over a flaky store, with one file holding data.
+    fn setup() -> (Locked, Arc<AtomicU8>, Ino) {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Error);
+        let mode = Arc::new(AtomicU8::new(0));
+        let dev = Flaky {
+            inner: MemBackend::new(),
+            mode: mode.clone(),
+        };
+        let store = Store::create(Box::new(dev), Box::new(MemBackend::new())).expect("store");
+        let mut fs = Fs::new(store, None).expect("fs");
+        let (ino, _) = fs
+            .mknod(Ctx::ROOT, Ino::ROOT, b"f", libc::S_IFREG | 0o644, 0)
+            .expect("mknod");
+        assert_eq!(fs.write(ino, 0, &[7u8; 8192]).expect("write"), 8192);
+        let locked = Locked {
+            fs: Arc::new(Mutex::new(fs)),
+            gate: Arc::new(RwLock::new(())),
+        };
+        (locked, mode, ino)
+    }
+
+    fn errno_of_write(l: &Locked, ino: Ino) -> i32 {
+        l.with(|g| {
+            g.write(ino, 0, b"again")
+                .map(|_| 0)
+                .unwrap_or_else(|e| e.errno())
+        })
+    }
+
+    #[test]
+    fn failing_commits_make_the_store_read_only() {
+        let (l, mode, ino) = setup();
+        let mut reported = false;
+        background_commit(&l, &mut reported);
+        assert!(!reported, "a working commit");
+        assert_eq!(errno_of_write(&l, ino), 0, "writable while commits work");
+        mode.store(1, Ordering::SeqCst);
+        background_commit(&l, &mut reported);
+        assert!(reported);
+        assert_eq!(errno_of_write(&l, ino), libc::EROFS);
+        let mk = l.with(|g| {
+            g.mknod(Ctx::ROOT, Ino::ROOT, b"g", libc::S_IFREG | 0o644, 0)
+                .map(|_| 0)
+                .unwrap_or_else(|e| e.errno())
+        });
+        assert_eq!(mk, libc::EROFS, "create on a read-only store");
+        assert!(logged("the store is read-only (writes answer EROFS)"));
+        // Reads still work.
+        let data = l.with(|g| g.read(ino, 0, 5)).expect("read");
+        assert_eq!(data, b"again");
+    }
+
+    #[test]
+    fn a_panic_in_a_commit_is_caught_and_the_store_turns_read_only() {
+        let (l, mode, ino) = setup();
+        mode.store(2, Ordering::SeqCst);
+        let mut reported = false;
+        background_commit(&l, &mut reported);
+        assert!(reported, "the panic was caught and reported");
+        assert!(logged(
+            "internal error (panic caught): injected panic in sync"
+        ));
+        assert_eq!(errno_of_write(&l, ino), libc::EROFS);
+        // The committer goes on (and fails again) without dying or logging twice.
+        mode.store(0, Ordering::SeqCst);
+        background_commit(&l, &mut reported);
+        assert_eq!(errno_of_write(&l, ino), libc::EROFS, "stays read-only");
+    }
+
+    #[test]
+    fn a_panic_in_the_reclaimer_is_caught_and_its_step_undone() {
+        let (l, _mode, ino) = setup();
+        let before = l.with(|g| g.getattr(ino)).expect("attr");
+        let r: Option<()> = guarded(&l, "test step", |g| {
+            g.begin_op();
+            g.write(ino, 1 << 20, b"x").expect("write");
+            panic!("injected panic in a step");
+        });
+        assert!(r.is_none());
+        assert!(logged(
+            "test step: internal error (panic caught): injected panic in a step"
+        ));
+        let after = l.with(|g| g.getattr(ino)).expect("attr");
+        assert_eq!(after.size, before.size, "the interrupted step was undone");
+        assert_eq!(errno_of_write(&l, ino), 0, "still writable");
+    }
 }

@@ -38,14 +38,19 @@ pub fn snapdir_attr(fs: &mut Fs) -> Result<FileAttr> {
 /// A directory entry for the kernel: attributes and the inode number's generation.
 pub type Entry = (FileAttr, u64);
 
-/// The entry of local inode `n` in the current view.
+/// The entry of local inode `n` in the current view, for a reply that hands it to the
+/// kernel: it counts one kernel reference (`Fs::remember`), which the kernel gives back
+/// with FORGET. Call it as the request's last fallible step and only for such a reply,
+/// so that a failed request never leaves a count behind.
 pub fn entry_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<Entry> {
-    Ok((attr_of(fs, n, i)?, fs.generation()))
+    let a = attr_of(fs, n, i)?;
+    fs.remember(n);
+    Ok((a, fs.generation()))
 }
 
 /// Attributes of local inode `n` in the current view.
 pub fn attr_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<FileAttr> {
-    let pages = fs.data_pages(i)?;
+    let pages = fs.data_pages(n, i)?;
     Ok(file_attr(fs.kino(n), i, pages))
 }
 

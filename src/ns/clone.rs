@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::Ino;
 use crate::object::MapRoot;
 use crate::page::PAGE_SIZE;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 const PS: u64 = PAGE_SIZE as u64;
 
@@ -205,27 +205,76 @@ impl Fs {
             return Err(Error::Invalid("destination inside the source"));
         }
         let old = self.clone_target(cred, parent, name, opts.force)?;
-        let mut links = HashMap::new();
-        let top = self.copy_node(cred, src, parent, &mut links)?;
+        let top = self.copy_tree(cred, src, parent)?;
         let mut inv = Invalidate::default();
         let mode = self.get(top)?.mode;
         self.place(parent, name, top, mode, old, &mut inv)?;
         Ok(inv)
     }
 
-    /// Makes a copy of inode `src` (sharing its maps) for a tree clone; returns its number.
+    /// Copies the tree at directory `src` (sharing every map) as a new directory whose
+    /// parent will be `new_parent`; returns its number. A directory at a time from an
+    /// explicit stack, never recursion: a user may nest directories as deep as they like.
+    fn copy_tree(&mut self, cred: &Cred, src: Ino, new_parent: Ino) -> Result<Ino> {
+        let mut links = HashMap::new();
+        let (top, _) = self.copy_node(cred, src, new_parent, &mut links)?;
+        // Each level: the copy being filled, and the source entries still to copy into it.
+        let mut stack = vec![(top, self.entries_of(src)?.into_iter())];
+        // Source directories copied: one met again is linked twice (a damaged store), and
+        // copying it again would never end.
+        let mut dirs = HashSet::from([src]);
+        while let Some((into, rest)) = stack.last_mut() {
+            let into = *into;
+            let Some(e) = rest.next() else {
+                stack.pop();
+                continue;
+            };
+            let (child, is_dir) = self.copy_node(cred, e.ino, into, &mut links)?;
+            if is_dir && !dirs.insert(e.ino) {
+                return Err(Error::corrupt(
+                    0,
+                    format!("directory {} is linked twice", e.ino.0),
+                ));
+            }
+            let mut d = self.get(into)?;
+            dir::insert(&mut self.store, &mut d, &e.name, child, e.kind)?;
+            if is_dir {
+                d.nlink += 1;
+            }
+            self.put(into, &d)?;
+            if is_dir {
+                stack.push((child, self.entries_of(e.ino)?.into_iter()));
+            }
+        }
+        Ok(top)
+    }
+
+    /// The entries of directory `ino`.
+    fn entries_of(&mut self, ino: Ino) -> Result<Vec<dir::Entry>> {
+        let d = self.get(ino)?;
+        let mut out = Vec::new();
+        dir::for_each(&mut self.store, &d, None, &mut |e| {
+            out.push(e.clone());
+            false
+        })?;
+        Ok(out)
+    }
+
+    /// Makes a copy of inode `src` (sharing its maps; a directory comes out empty) for a
+    /// tree clone; returns its number and whether it is a directory. A file with several
+    /// links is copied once: its later links in the tree get the same copy.
     fn copy_node(
         &mut self,
         cred: &Cred,
         src: Ino,
         new_parent: Ino,
         links: &mut HashMap<Ino, Ino>,
-    ) -> Result<Ino> {
+    ) -> Result<(Ino, bool)> {
         if let Some(&done) = links.get(&src) {
             let mut i = self.get(done)?;
             i.nlink += 1;
             self.put(done, &i)?;
-            return Ok(done);
+            return Ok((done, false));
         }
         let si = self.get(src)?;
         let need = if si.is_dir() { R | X } else { R };
@@ -252,7 +301,7 @@ impl Fs {
             if si.nlink > 1 {
                 links.insert(src, ino);
             }
-            return Ok(ino);
+            return Ok((ino, false));
         }
         ni.map = MapRoot::EMPTY;
         ni.entries = 0;
@@ -260,21 +309,7 @@ impl Fs {
         ni.nlink = 2;
         ni.parent = new_parent.0;
         self.put(ino, &ni)?;
-        let mut children = Vec::new();
-        dir::for_each(&mut self.store, &si, None, &mut |e| {
-            children.push(e.clone());
-            false
-        })?;
-        for e in children {
-            let child = self.copy_node(cred, e.ino, ino, links)?;
-            let mut d = self.get(ino)?;
-            dir::insert(&mut self.store, &mut d, &e.name, child, e.kind)?;
-            if e.kind as u32 == libc::S_IFDIR >> 12 {
-                d.nlink += 1;
-            }
-            self.put(ino, &d)?;
-        }
-        Ok(ino)
+        Ok((ino, true))
     }
 
     /// FICLONERANGE semantics: shares `len` bytes (0: to the source's end) of the file at

@@ -30,8 +30,44 @@ pub(super) fn pieces(off: u64, len: u64) -> impl Iterator<Item = (u64, usize, us
     })
 }
 
+/// When reading a file updates its access time (the mount's `--atime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Atime {
+    /// On the first read after a change, or when a day old (Linux's default).
+    #[default]
+    Relatime,
+    /// On every read.
+    Strict,
+    /// Never.
+    NoAtime,
+}
+
+/// Nanoseconds by which a time the kernel stamps may lag one of ours taken before it:
+/// under the writeback cache the kernel sets mtime and ctime from its coarse clock (one
+/// tick, up to 10 ms at HZ=100, behind the real time we read), so a write just after a
+/// create can carry an mtime before the create's atime.
+const COARSE_NS: i128 = 20_000_000;
+
+fn ns(t: Time) -> i128 {
+    i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec)
+}
+
+/// Linux's relatime: atime not after mtime or ctime (allowing for the kernel's coarse
+/// clock), or a day old.
 pub(super) fn relatime_due(i: &Inode, now: Time) -> bool {
-    i.atime <= i.mtime || i.atime <= i.ctime || now.sec - i.atime.sec >= 24 * 3600
+    let a = ns(i.atime);
+    a <= ns(i.mtime) + COARSE_NS
+        || a <= ns(i.ctime) + COARSE_NS
+        || now.sec - i.atime.sec >= 24 * 3600
+}
+
+/// True when a read now must update `i`'s atime under `mode`.
+pub(super) fn atime_due(mode: Atime, i: &Inode, now: Time) -> bool {
+    match mode {
+        Atime::Relatime => relatime_due(i, now),
+        Atime::Strict => true,
+        Atime::NoAtime => false,
+    }
 }
 
 pub(super) fn check_regular(i: Inode) -> Result<Inode> {
@@ -90,6 +126,25 @@ impl Fs {
         }
         i.size = size;
         Ok(())
+    }
+
+    /// An open for reading counts as a read for atime: with the kernel's page cache kept
+    /// across opens, reads served from it never reach us (the kernel leaves atime to FUSE
+    /// daemons: their inodes are S_NOATIME). Updates atime of regular file `ino` under the
+    /// mount's rule; true when it changed (the caller drops the kernel's cached copy).
+    pub fn atime_on_open(&mut self, ino: Ino) -> Result<bool> {
+        if self.check_view_writable().is_err() {
+            return Ok(false);
+        }
+        let i = self.peek(ino)?;
+        let now = Time::now();
+        if !i.is_file() || !atime_due(self.atime_mode(), &i, now) {
+            return Ok(false);
+        }
+        let mut i = self.get(ino)?;
+        i.atime = now;
+        self.put(ino, &i)?;
+        Ok(true)
     }
 
     /// fallocate(2): allocate, punch a hole, or zero a range.
@@ -152,13 +207,19 @@ impl Fs {
         Ok(())
     }
 
-    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map.
-    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32) -> Result<u64> {
+    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map, unless a writer holds
+    /// the file (see `has_writer`) and the kernel was not just made to write its dirty
+    /// pages back (`kernel_clean`): then conservatively, everything up to the end is data,
+    /// as the kernel may keep dirty pages in what the map calls holes.
+    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32, kernel_clean: bool) -> Result<u64> {
         let i = self.peek(ino)?;
         if off >= i.size {
             return Err(Error::NoSuchOffset);
         }
+        let cautious = !kernel_clean && i.is_file() && self.has_writer(ino);
         match whence {
+            libc::SEEK_DATA if cautious => Ok(off),
+            libc::SEEK_HOLE if cautious => Ok(i.size),
             libc::SEEK_DATA => {
                 let idx = i.map.next_data(&mut self.store, off / PS)?;
                 match idx.map(|d| (d * PS).max(off)) {

@@ -7,18 +7,27 @@
 //! page). Merged pages are shared by count, so the next write to either file copies.
 
 use super::fs::Fs;
+use super::perm::{Cred, R};
 use crate::error::{Error, Result};
 use crate::ids::{Ino, PageNo};
 use crate::page::PAGE_SIZE;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
+use std::time::{Duration, Instant};
 
 /// Pages hashed per lock hold.
 pub const BATCH: u64 = 256;
 
-/// Candidates kept per run (about 40 bytes each): past this, pages are still merged into
-/// known candidates but not remembered as new ones.
+/// Candidates kept by all runs together (about 40 bytes each, 320 MiB at most): past
+/// this, pages are still merged into known candidates but not remembered as new ones.
 const MAX_CANDIDATES: usize = 8 << 20;
+
+/// Runs kept at once, and per user: a user's new run beyond its share ends that user's
+/// least recently used run; a new run beyond the total ends the least recently used run
+/// idle for `IDLE` (one whose `cowfs dedup` was killed), or is refused (EBUSY).
+const MAX_RUNS: usize = 16;
+const MAX_RUNS_PER_UID: usize = 4;
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Where a candidate page was seen.
 #[derive(Debug, Clone, Copy)]
@@ -28,11 +37,99 @@ struct Seen {
     page: PageNo,
 }
 
+/// Which run: the caller's uid and the id its `cowfs dedup` picked. Runs of different
+/// users never meet: one cannot join, reset or end another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    pub uid: u32,
+    pub run: u64,
+}
+
 /// The state of one dedup run (kept between the requests of one `cowfs dedup`).
-#[derive(Debug, Default)]
-pub struct DedupRun {
-    pub id: u64,
+#[derive(Debug)]
+struct DedupRun {
     index: HashMap<u64, Seen>,
+    used: Instant,
+}
+
+/// Every run in progress.
+#[derive(Debug, Default)]
+pub struct DedupRuns {
+    runs: HashMap<RunKey, DedupRun>,
+    /// Candidates held by all runs.
+    candidates: usize,
+}
+
+impl DedupRuns {
+    fn end(&mut self, key: RunKey) {
+        if let Some(r) = self.runs.remove(&key) {
+            self.candidates -= r.index.len();
+        }
+    }
+
+    /// The least recently used run among those `keep` selects.
+    fn oldest(&self, keep: impl Fn(&RunKey, &DedupRun) -> bool) -> Option<RunKey> {
+        self.runs
+            .iter()
+            .filter(|(k, r)| keep(k, r))
+            .min_by_key(|(_, r)| r.used)
+            .map(|(k, _)| *k)
+    }
+
+    /// Run `key`, started if new (making room as the limits say).
+    fn get(&mut self, key: RunKey) -> Result<&mut DedupRun> {
+        if !self.runs.contains_key(&key) {
+            let mine = self.runs.keys().filter(|k| k.uid == key.uid).count();
+            if mine >= MAX_RUNS_PER_UID
+                && let Some(k) = self.oldest(|k, _| k.uid == key.uid)
+            {
+                log::info!("dedup: uid {} started a new run; its oldest ends", key.uid);
+                self.end(k);
+            }
+            if self.runs.len() >= MAX_RUNS {
+                let now = Instant::now();
+                match self.oldest(|_, r| now.duration_since(r.used) >= IDLE) {
+                    Some(k) => self.end(k),
+                    None => return Err(Error::Busy),
+                }
+            }
+        }
+        let r = self.runs.entry(key).or_insert_with(|| DedupRun {
+            index: HashMap::new(),
+            used: Instant::now(),
+        });
+        r.used = Instant::now();
+        Ok(r)
+    }
+
+    fn candidate(&self, key: RunKey, h: u64) -> Option<Seen> {
+        self.runs.get(&key).and_then(|r| r.index.get(&h).copied())
+    }
+
+    fn remember(&mut self, key: RunKey, h: u64, s: Seen, replace: bool) {
+        let full = self.candidates >= MAX_CANDIDATES;
+        let Some(r) = self.runs.get_mut(&key) else {
+            return;
+        };
+        match r.index.entry(h) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if replace {
+                    e.insert(s);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if !full {
+                    e.insert(s);
+                    self.candidates += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs in progress.
+    fn len(&self) -> usize {
+        self.runs.len()
+    }
 }
 
 /// What a dedup step did.
@@ -57,20 +154,14 @@ fn hash(b: &[u8]) -> u64 {
 }
 
 impl Fs {
-    /// Starts (or continues) dedup run `id`; a new id forgets the previous run's index.
-    fn dedup_run(&mut self, id: u64) -> &mut DedupRun {
-        if self.dedup.as_ref().is_none_or(|r| r.id != id) {
-            self.dedup = Some(DedupRun {
-                id,
-                index: HashMap::new(),
-            });
-        }
-        self.dedup.get_or_insert_with(DedupRun::default)
+    /// Ends the caller's dedup run `key`: forgets its index (other runs go on).
+    pub fn dedup_finish(&mut self, key: RunKey) {
+        self.dedup.end(key);
     }
 
-    /// Ends a dedup run: forgets its index.
-    pub fn dedup_finish(&mut self) {
-        self.dedup = None;
+    /// Dedup runs in progress.
+    pub fn dedup_runs(&self) -> usize {
+        self.dedup.len()
     }
 
     fn page_bytes(&mut self, p: PageNo) -> Result<Vec<u8>> {
@@ -79,26 +170,33 @@ impl Fs {
         Ok(b)
     }
 
-    /// True when `s.ino` still maps `s.page` at `s.idx` and that page holds `bytes`.
-    fn still_there(&mut self, s: Seen, bytes: &[u8]) -> Result<bool> {
+    /// True when `s.ino` still maps `s.page` at `s.idx`, that page holds `bytes`, and the
+    /// caller may still read the file.
+    fn still_there(&mut self, cred: &Cred, s: Seen, bytes: &[u8]) -> Result<bool> {
         let Ok(i) = self.peek(s.ino) else {
             return Ok(false);
         };
-        if !i.is_file() || i.map.get(&mut self.store, s.idx)? != s.page {
+        if !i.is_file() || !cred.may(&i, R) || i.map.get(&mut self.store, s.idx)? != s.page {
             return Ok(false);
         }
         Ok(self.page_bytes(s.page)? == bytes)
     }
 
     /// Dedups up to `BATCH` data pages of regular file `ino` from page index `from`, in
-    /// run `run`.
-    pub fn dedup_step(&mut self, run: u64, ino: Ino, from: u64) -> Result<DedupStats> {
+    /// the run of `cred.uid` keyed `run`. The caller must have `ino` open for writing (the
+    /// adapter checks the handle) and may read it (checked here, as for every candidate
+    /// it is compared with): pages are compared only within files the caller may read.
+    pub fn dedup_step(&mut self, cred: &Cred, run: u64, ino: Ino, from: u64) -> Result<DedupStats> {
         let mut st = DedupStats::default();
         let inode = self.peek(ino)?;
         if !inode.is_file() {
             return Err(Error::Invalid("dedup works on regular files"));
         }
-        self.dedup_run(run);
+        if !cred.may(&inode, R) {
+            return Err(Error::Access);
+        }
+        let key = RunKey { uid: cred.uid, run };
+        self.dedup.get(key)?;
         let mut idx = from;
         while st.scanned < BATCH {
             let map = self.peek(ino)?.map;
@@ -116,16 +214,17 @@ impl Fs {
                 continue;
             }
             let h = hash(&bytes);
-            let cand = self.dedup.as_ref().and_then(|r| r.index.get(&h).copied());
+            let cand = self.dedup.candidate(key, h);
             match cand {
                 Some(c) if c.page == p => {}
-                Some(c) if self.still_there(c, &bytes)? => {
+                Some(c) if self.still_there(cred, c, &bytes)? => {
                     self.replace_page(ino, i, c.page)?;
                     st.merged += 1;
                 }
                 Some(_) => {
                     st.skipped += 1;
-                    self.remember_candidate(
+                    self.dedup.remember(
+                        key,
                         h,
                         Seen {
                             ino,
@@ -135,7 +234,8 @@ impl Fs {
                         true,
                     );
                 }
-                None => self.remember_candidate(
+                None => self.dedup.remember(
+                    key,
                     h,
                     Seen {
                         ino,
@@ -148,14 +248,6 @@ impl Fs {
         }
         st.next = idx;
         Ok(st)
-    }
-
-    fn remember_candidate(&mut self, h: u64, s: Seen, replace: bool) {
-        if let Some(r) = self.dedup.as_mut()
-            && (replace || r.index.len() < MAX_CANDIDATES)
-        {
-            r.index.insert(h, s);
-        }
     }
 
     /// Points page `idx` of `ino` at `page` (taking a reference on it; the zero page makes

@@ -9,6 +9,7 @@ use crate::ids::{Fh, Ino, SnapId};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Who is asking: the caller's credentials and umask.
 #[derive(Debug, Clone, Copy)]
@@ -70,19 +71,147 @@ struct Handle {
     flags: i32,
 }
 
+impl Handle {
+    fn writable(&self) -> bool {
+        self.flags & libc::O_ACCMODE != libc::O_RDONLY
+    }
+}
+
+/// A change to the handle table, for the undo log.
+enum HandleChange {
+    Opened(Fh),
+    Closed(Fh, Handle),
+}
+
+/// Takes one from `ino`'s count in `m`; true when it reached 0 (and left the map).
+fn drop_one(m: &mut HashMap<Ino, u32>, ino: Ino) -> bool {
+    let n = m.entry(ino).or_insert(1);
+    *n = n.saturating_sub(1);
+    if *n == 0 {
+        m.remove(&ino);
+        return true;
+    }
+    false
+}
+
+/// Open handles (`Fh -> kernel inode`), open counts per inode, and an undo log of the
+/// current operation's changes (a log, not a copy: the table may be large, and
+/// `begin_op` runs on every request).
+struct Handles {
+    by_fh: HashMap<Fh, Handle>,
+    open: HashMap<Ino, u32>,
+    /// Handles open for writing, per inode (see `Fs::has_writer`).
+    writers: HashMap<Ino, u32>,
+    next_fh: u64,
+    /// The current operation's changes, oldest first (`None` outside an operation).
+    log: Option<Vec<HandleChange>>,
+}
+
+impl Handles {
+    fn new() -> Self {
+        Handles {
+            by_fh: HashMap::new(),
+            open: HashMap::new(),
+            writers: HashMap::new(),
+            next_fh: 1,
+            log: None,
+        }
+    }
+
+    fn count(&mut self, h: &Handle) {
+        *self.open.entry(h.ino).or_insert(0) += 1;
+        if h.writable() {
+            *self.writers.entry(h.ino).or_insert(0) += 1;
+        }
+    }
+
+    /// Drops one open of `h`'s inode; true when that was the last.
+    fn uncount(&mut self, h: &Handle) -> bool {
+        if h.writable() {
+            drop_one(&mut self.writers, h.ino);
+        }
+        drop_one(&mut self.open, h.ino)
+    }
+
+    fn add(&mut self, ino: Ino, flags: i32) -> Fh {
+        let fh = Fh(self.next_fh);
+        self.next_fh += 1;
+        let h = Handle { ino, flags };
+        self.count(&h);
+        self.by_fh.insert(fh, h);
+        self.note(HandleChange::Opened(fh));
+        fh
+    }
+
+    /// Closes `fh`: its kernel inode, and true when that was the inode's last open.
+    fn close(&mut self, fh: Fh) -> Result<(Ino, bool)> {
+        let h = self.by_fh.remove(&fh).ok_or(Error::BadHandle)?;
+        let ino = h.ino;
+        let last = self.uncount(&h);
+        self.note(HandleChange::Closed(fh, h));
+        Ok((ino, last))
+    }
+
+    fn note(&mut self, c: HandleChange) {
+        if let Some(l) = self.log.as_mut() {
+            l.push(c);
+        }
+    }
+
+    /// Starts logging changes afresh (an operation begins, or commits half way): what
+    /// came before can no longer be undone.
+    fn begin(&mut self) {
+        self.log = Some(Vec::new());
+    }
+
+    /// Keeps the changes: the operation succeeded.
+    fn end(&mut self) {
+        self.log = None;
+    }
+
+    /// Undoes the changes since `begin`, newest first. Handle numbers are not handed out
+    /// again (the kernel never saw the undone ones).
+    fn undo(&mut self) {
+        let mut log = self.log.take().unwrap_or_default();
+        while let Some(c) = log.pop() {
+            match c {
+                HandleChange::Opened(fh) => {
+                    if let Some(h) = self.by_fh.remove(&fh) {
+                        self.uncount(&h);
+                    }
+                }
+                HandleChange::Closed(fh, h) => {
+                    self.count(&h);
+                    self.by_fh.insert(fh, h);
+                }
+            }
+        }
+    }
+}
+
+/// What `begin_op` keeps of the in-memory state, to put back if the operation fails (the
+/// store and the handle table keep undo logs of their own). Cheap: the snapshot list is
+/// shared, and copied only by an operation that changes it (`Fs::snaps_mut`).
+struct Saved {
+    snaps: Arc<Vec<SnapRec>>,
+    view: SnapId,
+    generation: u64,
+    /// The store's commit number then: a commit the operation made behind `Fs::commit`'s
+    /// back shows as a different one.
+    seq: u64,
+}
+
 /// The mounted filesystem's state. One lock around it serializes every operation.
 pub struct Fs {
     pub(super) store: Store,
-    handles: HashMap<Fh, Handle>,
-    next_fh: u64,
-    open: HashMap<Ino, u32>,
+    handles: Handles,
     /// Kernel references per inode (FUSE lookup counts), dropped by `forget`.
     lookups: HashMap<Ino, u64>,
     host_dir: Option<PathBuf>,
-    /// Snapshots and tables being freed.
-    pub(super) snaps: Vec<SnapRec>,
-    /// The dedup run in progress, if any.
-    pub(super) dedup: Option<super::dedup::DedupRun>,
+    /// Snapshots and tables being freed (changed through `snaps_mut`).
+    pub(super) snaps: Arc<Vec<SnapRec>>,
+    /// The dedup runs in progress, one per caller and run id.
+    pub(super) dedup: super::dedup::DedupRuns,
     /// The tree the current operation works in (see `enter`): inode numbers inside the
     /// namespace are local to it; handles and kernel references use kernel numbers.
     view: SnapId,
@@ -90,6 +219,10 @@ pub struct Fs {
     /// kernel drops every inode it cached (their sizes included, which it owns with the
     /// writeback cache) instead of reusing one for the rolled-back file of that number.
     generation: u64,
+    /// The state as the current operation found it (`None` outside an operation).
+    saved: Option<Saved>,
+    /// When reads update atime.
+    atime: super::data::Atime,
 }
 
 /// Clears set-user-ID, and set-group-ID when group execution is on (without it the bit
@@ -112,21 +245,22 @@ impl Fs {
     pub fn new(store: Store, host_dir: Option<PathBuf>) -> Result<Fs> {
         let mut fs = Fs {
             store,
-            handles: HashMap::new(),
-            next_fh: 1,
+            handles: Handles::new(),
             generation: 0,
-            open: HashMap::new(),
             lookups: HashMap::new(),
             host_dir,
-            snaps: Vec::new(),
-            dedup: None,
+            snaps: Arc::default(),
+            dedup: Default::default(),
             view: SnapId::LIVE,
+            saved: None,
+            atime: Default::default(),
         };
-        fs.snaps = snap::load(&mut fs.store)?;
+        fs.snaps = Arc::new(snap::load(&mut fs.store)?);
         if matches!(itable::get(&mut fs.store, Ino::ROOT), Err(Error::NotFound)) {
             fs.format()?;
         }
         fs.reap_orphans()?;
+        fs.reap_branch_orphans()?;
         fs.store.commit()?;
         Ok(fs)
     }
@@ -176,6 +310,34 @@ impl Fs {
         Ok(())
     }
 
+    /// Frees the orphans a stopped daemon left in writable snapshots (branches), which
+    /// are changed like the live tree and keep their own orphan directory.
+    fn reap_branch_orphans(&mut self) -> Result<()> {
+        let branches: Vec<SnapId> = self
+            .snaps
+            .iter()
+            .filter(|r| r.writable && !r.dropping)
+            .map(|r| r.id)
+            .collect();
+        for v in branches {
+            self.enter(v)?;
+            let r = self.reap_orphans();
+            self.leave();
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Sets when reads update atime (the mount's `--atime`).
+    pub fn set_atime_mode(&mut self, mode: super::data::Atime) {
+        self.atime = mode;
+    }
+
+    /// When reads update atime.
+    pub fn atime_mode(&self) -> super::data::Atime {
+        self.atime
+    }
+
     /// The store (for statistics and tools).
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
@@ -210,7 +372,11 @@ impl Fs {
     }
 
     /// Fails with EROFS unless the current view may be written.
+    /// Also after a failed commit: the whole store is read-only then.
     pub fn check_view_writable(&self) -> Result<()> {
+        if self.store.is_failed() {
+            return Err(Error::ReadOnly);
+        }
         if self.view_writable(self.view) {
             Ok(())
         } else {
@@ -282,9 +448,15 @@ impl Fs {
         self.peek(ino)
     }
 
-    /// Pages holding data in `ino` (for `st_blocks`).
-    pub fn data_pages(&mut self, inode: &Inode) -> Result<u64> {
-        inode.map.population(&mut self.store)
+    /// Pages holding data in local inode `ino` (for `st_blocks`). While a writer holds the
+    /// file, every page up to its end counts: the kernel may keep data we have not seen,
+    /// and `cp` takes a file whose blocks fall short of its size for sparse.
+    pub fn data_pages(&mut self, ino: Ino, inode: &Inode) -> Result<u64> {
+        let pop = inode.map.population(&mut self.store)?;
+        if inode.is_file() && self.has_writer(ino) {
+            return Ok(pop.max(inode.size.div_ceil(crate::page::PAGE_SIZE as u64)));
+        }
+        Ok(pop)
     }
 
     /// Changes attributes: mode, owner, size, times.
@@ -315,10 +487,11 @@ impl Fs {
             i.ctime = now;
         }
         if a.uid.is_some() || a.gid.is_some() {
-            let changes = a.uid.is_some_and(|u| u != i.uid) || a.gid.is_some_and(|g| g != i.gid);
             i.uid = a.uid.unwrap_or(i.uid);
             i.gid = a.gid.unwrap_or(i.gid);
-            if !i.is_dir() && (ctx.uid != 0 || changes) && a.mode.is_none() {
+            // Linux (chown_common) clears them on every chown of a non-directory, whoever
+            // asks and whether or not the owner changes.
+            if !i.is_dir() && a.mode.is_none() {
                 kill_suid(&mut i);
             }
             i.ctime = now;
@@ -347,17 +520,13 @@ impl Fs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             self.check_view_writable()?;
         }
-        let fh = Fh(self.next_fh);
-        self.next_fh += 1;
         let ino = self.kino(ino);
-        self.handles.insert(fh, Handle { ino, flags });
-        *self.open.entry(ino).or_insert(0) += 1;
-        Ok(fh)
+        Ok(self.handles.add(ino, flags))
     }
 
     /// Checks that handle `fh` is open on `ino` for writing (else EBADF).
     pub fn check_writable_handle(&self, fh: Fh, ino: Ino) -> Result<()> {
-        match self.handles.get(&fh) {
+        match self.handles.by_fh.get(&fh) {
             Some(h) if h.ino == self.kino(ino) && h.flags & libc::O_ACCMODE != libc::O_RDONLY => {
                 Ok(())
             }
@@ -365,9 +534,33 @@ impl Fs {
         }
     }
 
+    /// True while a handle open for writing holds local inode `ino`: the kernel may then
+    /// keep dirty pages of it that we have not seen (the writeback cache; a shared
+    /// writable mapping keeps its handle open until unmapped). The kernel writes every
+    /// dirty page back before it releases the last such handle.
+    pub fn has_writer(&self, ino: Ino) -> bool {
+        self.handles.writers.contains_key(&self.kino(ino))
+    }
+
     /// The inode behind a handle (its kernel number).
     pub fn handle_ino(&self, fh: Fh) -> Result<Ino> {
-        self.handles.get(&fh).map(|h| h.ino).ok_or(Error::BadHandle)
+        self.handles
+            .by_fh
+            .get(&fh)
+            .map(|h| h.ino)
+            .ok_or(Error::BadHandle)
+    }
+
+    /// Every open handle with its kernel inode, by handle number.
+    pub fn open_handles(&self) -> Vec<(Fh, Ino)> {
+        let mut v: Vec<(Fh, Ino)> = self
+            .handles
+            .by_fh
+            .iter()
+            .map(|(f, h)| (*f, h.ino))
+            .collect();
+        v.sort_by_key(|(f, _)| f.0);
+        v
     }
 
     /// Runs `f` on local inode of kernel number `k`, in its view.
@@ -384,20 +577,34 @@ impl Fs {
 
     /// Closes a handle; frees an unlinked inode on its last close.
     pub fn release(&mut self, fh: Fh) -> Result<()> {
-        let h = self.handles.remove(&fh).ok_or(Error::BadHandle)?;
-        let n = self.open.entry(h.ino).or_insert(1);
-        *n -= 1;
-        if *n == 0 {
-            self.open.remove(&h.ino);
-            self.in_view_of(h.ino, |fs, i| fs.free_if_unused(i))?;
+        if let Some(k) = self.close_handle(fh)? {
+            self.free_unused(k)?;
         }
         Ok(())
     }
 
-    /// Counts one more kernel reference to `ino` (every entry handed to the kernel).
-    pub(super) fn remember(&mut self, ino: Ino) {
-        if ino != Ino::ROOT {
-            *self.lookups.entry(self.kino(ino)).or_insert(0) += 1;
+    /// The first half of `release`: closes a handle and gives the kernel number of its
+    /// inode when that was its last handle. The adapter runs the two halves as two
+    /// operations, because the kernel never sends a RELEASE again: a free that fails must
+    /// not bring the handle back (the inode then stays an orphan, freed at the next mount).
+    pub fn close_handle(&mut self, fh: Fh) -> Result<Option<Ino>> {
+        let (ino, last) = self.handles.close(fh)?;
+        Ok(last.then_some(ino))
+    }
+
+    /// Frees kernel inode `k` if no name, handle or kernel reference holds it any more.
+    pub fn free_unused(&mut self, k: Ino) -> Result<()> {
+        self.in_view_of(k, |fs, i| fs.free_if_unused(i))
+    }
+
+    /// Counts one more kernel reference to local inode `ino` of the current view. The
+    /// adapter calls it for every entry a reply hands to the kernel (LOOKUP, CREATE, MKNOD,
+    /// MKDIR, SYMLINK, LINK), as the last step of the request, so a failed request never
+    /// counts one. The root is never forgotten by the kernel and never freed: not counted.
+    pub fn remember(&mut self, ino: Ino) {
+        let k = self.kino(ino);
+        if k != Ino::ROOT {
+            *self.lookups.entry(k).or_insert(0) += 1;
         }
     }
 
@@ -410,7 +617,7 @@ impl Fs {
         *c = c.saturating_sub(n);
         if *c == 0 {
             self.lookups.remove(&ino);
-            self.in_view_of(ino, |fs, i| fs.free_if_unused(i))?;
+            self.free_unused(ino)?;
         }
         Ok(())
     }
@@ -421,7 +628,6 @@ impl Fs {
         }
         if let Ok(i) = self.get(ino)
             && i.nlink == 0
-            && !i.is_dir()
         {
             self.unorphan(ino)?;
             self.free_inode(ino, i)?;
@@ -432,7 +638,7 @@ impl Fs {
     /// True while a handle is open on `ino` or the kernel still references it.
     pub(super) fn is_in_use(&self, ino: Ino) -> bool {
         let k = self.kino(ino);
-        self.open.contains_key(&k) || self.lookups.contains_key(&k)
+        self.handles.open.contains_key(&k) || self.lookups.contains_key(&k)
     }
 
     pub(super) fn orphan(&mut self, ino: Ino) -> Result<()> {
@@ -464,23 +670,99 @@ impl Fs {
         self.set_table(v, t)
     }
 
-    /// Starts an all-or-nothing operation (see `Store::begin_op`).
+    /// Starts an all-or-nothing operation: until `end_op`, everything it changes can be
+    /// put back, in the store (`Store::begin_op`) and in memory.
     pub fn begin_op(&mut self) {
         self.store.begin_op();
+        self.save_point();
     }
 
-    /// Ends an operation: keep its changes if it succeeded, undo them if not.
+    /// Keeps what a failed operation must put back of the in-memory state. Every field is
+    /// named here, so a new one does not compile until it says how it is undone.
+    fn save_point(&mut self) {
+        let Fs {
+            store,
+            handles,
+            snaps,
+            view,
+            generation,
+            saved,
+            // FUSE lookup counts are not undone here: they are to count only entries
+            // whose reply went out (the lead's rework of `remember`).
+            lookups: _,
+            // Fixed at mount.
+            host_dir: _,
+            atime: _,
+            // A hint: every candidate is re-checked before a merge, so a stale one is
+            // skipped, never merged wrongly (see `ns::dedup`).
+            dedup: _,
+        } = self;
+        handles.begin();
+        *saved = Some(Saved {
+            snaps: Arc::clone(snaps),
+            view: *view,
+            generation: *generation,
+            seq: store.superblock().seq,
+        });
+    }
+
+    /// Ends an operation: keep its changes if it succeeded, undo them if not (the store's
+    /// pages and the in-memory state together).
     pub fn end_op(&mut self, ok: bool) {
         if ok {
             self.store.end_op();
+            self.handles.end();
+            self.saved = None;
         } else {
             self.store.rollback_op();
+            self.restore();
         }
+    }
+
+    fn restore(&mut self) {
+        self.handles.undo();
+        let Some(s) = self.saved.take() else {
+            return;
+        };
+        self.view = s.view;
+        self.generation = s.generation;
+        if self.store.superblock().seq == s.seq {
+            self.snaps = s.snaps;
+            return;
+        }
+        // The store failed half way through a commit, or committed without `Fs::commit`:
+        // its list is the truth.
+        if !self.store.failed() {
+            log::warn!("an operation committed behind the namespace's back");
+        }
+        match snap::load(&mut self.store) {
+            Ok(v) => self.snaps = Arc::new(v),
+            Err(e) => log::error!("reloading the snapshot list: {e}"),
+        }
+    }
+
+    /// The snapshot list for changing (copied first if `begin_op` still shares it).
+    pub(super) fn snaps_mut(&mut self) -> &mut Vec<SnapRec> {
+        Arc::make_mut(&mut self.snaps)
+    }
+
+    /// Commits. What is committed cannot be undone, so inside an operation this is also a
+    /// save point: if the operation fails later, the store and the in-memory state go
+    /// back to here, not to its start.
+    pub(super) fn commit(&mut self) -> Result<()> {
+        let seq = self.store.superblock().seq;
+        self.store.commit()?;
+        // A commit with nothing to write changes nothing: the store's undo still starts
+        // at the operation's start, and so must ours.
+        if self.saved.is_some() && self.store.superblock().seq != seq {
+            self.save_point();
+        }
+        Ok(())
     }
 
     /// Makes everything so far durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.store.commit()
+        self.commit()
     }
 
     /// True when the uncommitted metadata has grown past `limit` bytes.
@@ -506,7 +788,7 @@ impl Fs {
     /// Commits when the uncommitted metadata grows past `limit` bytes.
     pub fn commit_if_over(&mut self, limit: usize) -> Result<()> {
         if self.store.dirty_bytes() > limit {
-            self.store.commit()?;
+            self.commit()?;
         }
         Ok(())
     }
@@ -516,28 +798,50 @@ impl Fs {
         self.store.close()
     }
 
-    /// Space and inode numbers for statfs.
+    /// Space and inode numbers for statfs. `bavail` is what file data can really get
+    /// (fallocate of that much succeeds); `bfree` also counts the reserve kept for unlink
+    /// and truncate and the pages map nodes will take, as ext4's `bfree` counts the blocks
+    /// reserved for root.
     pub fn statfs(&mut self) -> Result<StatFs> {
-        let sb = self.store.superblock().clone();
-        let total = self.store.total_pages();
-        let used = total - sb.free_pages;
         let host = self
             .host_dir
             .as_ref()
             .and_then(|d| crate::sys::statvfs_avail(d).ok())
-            .unwrap_or(0)
-            / crate::page::PAGE_SIZE as u64;
-        let mut avail = sb.free_pages + host;
-        if sb.max_pages > 0 {
-            avail = avail.min(sb.max_pages.saturating_sub(used));
-        }
+            .unwrap_or(0);
+        let (free, avail) = self.store.free_for_data(host);
+        let used = self.store.total_pages() - self.store.superblock().free_pages;
         let files = itable::inos_used(&self.store);
         Ok(StatFs {
-            blocks: used + avail,
-            bfree: avail,
+            blocks: used + free,
+            bfree: free,
             bavail: avail,
             files: files + (1 << 32),
             ffree: 1 << 32,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_undo_puts_back_opens_and_closes() {
+        let mut h = Handles::new();
+        let a = h.add(Ino(5), libc::O_RDONLY);
+        let b = h.add(Ino(5), libc::O_RDWR);
+        h.begin();
+        let c = h.add(Ino(6), libc::O_RDONLY);
+        assert_eq!(h.close(a).expect("close"), (Ino(5), false));
+        assert_eq!(h.close(b).expect("close"), (Ino(5), true));
+        assert!(!h.open.contains_key(&Ino(5)));
+        h.undo();
+        assert!(!h.by_fh.contains_key(&c), "the undone open is gone");
+        assert!(!h.open.contains_key(&Ino(6)));
+        assert_eq!(h.open.get(&Ino(5)), Some(&2), "both closes undone");
+        assert!(h.by_fh.contains_key(&a) && h.by_fh.contains_key(&b));
+        let d = h.add(Ino(6), libc::O_RDONLY);
+        assert!(d.0 > c.0, "handle numbers are not reused");
+        assert!(h.log.is_none(), "outside an operation nothing is logged");
     }
 }

@@ -9,7 +9,7 @@
 //! a page before its content.
 
 use super::MAX_FILE_SIZE;
-use super::data::{check_regular, pieces, relatime_due};
+use super::data::{atime_due, check_regular, pieces};
 use super::fs::Fs;
 use super::inode::Time;
 use crate::error::{Error, Result};
@@ -168,7 +168,7 @@ impl Fs {
         Ok(())
     }
 
-    /// Plans a read of up to `size` bytes at `off` (and updates atime, relatime-style).
+    /// Plans a read of up to `size` bytes at `off` (and updates atime, by the mount's rule).
     pub fn plan_read(&mut self, ino: Ino, off: u64, size: u32) -> Result<ReadPlan> {
         let mut i = check_regular(self.peek(ino)?)?;
         let mut plan = ReadPlan::default();
@@ -186,7 +186,7 @@ impl Fs {
             plan.push(from, n);
         }
         let now = Time::now();
-        if relatime_due(&i, now) && self.check_view_writable().is_ok() {
+        if atime_due(self.atime_mode(), &i, now) && self.check_view_writable().is_ok() {
             i.atime = now;
             self.put(ino, &i)?;
         }

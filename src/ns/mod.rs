@@ -18,7 +18,8 @@ mod tree;
 mod xattr;
 
 pub use clone::{CloneOpts, Invalidate};
-pub use dedup::DedupStats;
+pub use data::Atime;
+pub use dedup::{DedupStats, RunKey};
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
 pub use inode::{Inode, Time};
 pub use io::{ReadPlan, WriteOpts, WritePlan};

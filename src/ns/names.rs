@@ -19,10 +19,15 @@ pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
 
 impl Fs {
+    /// A directory to change. One that was removed but is still held (open, or known to
+    /// the kernel) takes no new entries: ENOENT, as Linux answers.
     fn dir(&mut self, ino: Ino) -> Result<Inode> {
         let d = self.get(ino)?;
         if !d.is_dir() {
             return Err(Error::NotDir);
+        }
+        if d.nlink == 0 {
+            return Err(Error::NotFound);
         }
         Ok(d)
     }
@@ -102,7 +107,6 @@ impl Fs {
         d.mtime = now;
         d.ctime = now;
         self.put(parent, &d)?;
-        self.remember(ino);
         Ok((ino, inode))
     }
 
@@ -143,6 +147,10 @@ impl Fs {
         if i.is_dir() {
             return Err(Error::NotPermitted);
         }
+        if i.nlink == 0 {
+            // Unlinked but still held: it cannot come back (linkat(2) answers ENOENT).
+            return Err(Error::NotFound);
+        }
         if i.nlink >= LINK_MAX {
             return Err(Error::TooManyLinks);
         }
@@ -158,7 +166,6 @@ impl Fs {
         i.nlink += 1;
         i.ctime = now;
         self.put(ino, &i)?;
-        self.remember(ino);
         Ok(i)
     }
 
@@ -200,7 +207,7 @@ impl Fs {
         if i.nlink > 0 {
             return self.put(ino, &i);
         }
-        if self.is_in_use(ino) && !i.is_dir() {
+        if self.is_in_use(ino) {
             self.put(ino, &i)?;
             return self.orphan(ino);
         }
@@ -247,22 +254,32 @@ impl Fs {
         self.drop_link(e.ino)
     }
 
-    /// True when `ino` is `anc` or lies below it.
+    /// True when `ino` is `anc` or lies below it. Follows the parent pointers up to the
+    /// root however deep the tree is; only a cycle never ends, and Brent's algorithm finds
+    /// one in constant memory (a mark that moves to the current directory after 1, 2, 4,
+    /// ... steps is met again once it sits in the cycle): that is a corrupt store.
     pub(super) fn is_under(&mut self, ino: Ino, anc: Ino) -> Result<bool> {
-        let mut cur = ino;
-        for _ in 0..100_000 {
+        let (mut cur, mut mark) = (ino, ino);
+        let (mut steps, mut lap) = (0u64, 1u64);
+        loop {
             if cur == anc {
                 return Ok(true);
             }
             if cur == Ino::ROOT {
                 return Ok(false);
             }
-            cur = Ino(self.get(cur)?.parent);
+            cur = Ino(self.peek(cur)?.parent);
+            if cur == mark {
+                return Err(Error::corrupt(
+                    0,
+                    format!("directory {} is its own ancestor", cur.0),
+                ));
+            }
+            steps += 1;
+            if steps == lap {
+                (mark, steps, lap) = (cur, 0, lap.saturating_mul(2));
+            }
         }
-        Err(Error::corrupt(
-            0,
-            "directory parent chain does not reach the root",
-        ))
     }
 
     /// Renames `parent/name` to `newparent/newname`, with renameat2 flags.
@@ -394,6 +411,10 @@ impl Fs {
     /// order, each with the offset of the entry after it. `f` returns true when full.
     pub fn readdir(&mut self, ino: Ino, off: u64, f: &mut DirSink<'_>) -> Result<()> {
         let d = self.dir_peek(ino)?;
+        if d.nlink == 0 {
+            // Removed while open: nothing is left in it, not even "." and "..".
+            return Ok(());
+        }
         let dt = kind_byte(libc::S_IFDIR);
         if off == 0 && f(ino, 1, dt, b".") {
             return Ok(());

@@ -234,7 +234,7 @@ impl Fs {
     }
 
     pub(super) fn save_snaps(&mut self) -> Result<()> {
-        save(&mut self.store, &self.snaps)
+        save(&mut self.store, &self.snaps[..])
     }
 
     fn next_snap_id(&mut self) -> Result<SnapId> {
@@ -255,7 +255,7 @@ impl Fs {
         let live = Table::live(&self.store);
         let id = self.next_snap_id()?;
         let map = live.map.share(&mut self.store)?;
-        self.snaps.push(SnapRec {
+        self.snaps_mut().push(SnapRec {
             id,
             name: name.to_vec(),
             created: Time::now(),
@@ -264,7 +264,7 @@ impl Fs {
             table: Table { map, ..live },
         });
         self.save_snaps()?;
-        self.store.commit()?;
+        self.commit()?;
         log::info!("snapshot '{}' created (id {})", shown(name), id.0);
         Ok(id)
     }
@@ -272,12 +272,12 @@ impl Fs {
     /// Deletes a snapshot: the name goes now, the pages in the background.
     pub fn snapshot_delete(&mut self, name: &[u8]) -> Result<SnapId> {
         let id = self.snap_named(name)?.id;
-        for r in self.snaps.iter_mut().filter(|r| r.id == id) {
+        for r in self.snaps_mut().iter_mut().filter(|r| r.id == id) {
             r.dropping = true;
             r.name.clear();
         }
         self.save_snaps()?;
-        self.store.commit()?;
+        self.commit()?;
         log::info!("snapshot '{}' deleted (id {})", shown(name), id.0);
         Ok(id)
     }
@@ -315,7 +315,7 @@ impl Fs {
             next: old.next.max(snap.next),
         };
         let id = self.next_snap_id()?;
-        self.snaps.push(SnapRec {
+        self.snaps_mut().push(SnapRec {
             id,
             name: Vec::new(),
             created: Time::now(),
@@ -326,9 +326,11 @@ impl Fs {
         new.save_live(&mut self.store);
         self.save_snaps()?;
         self.reap_unused_orphans()?;
-        self.store.commit()?;
-        log::info!("rolled back to snapshot '{}'", shown(name));
+        // Before the commit, which is the operation's save point: the new tree is the
+        // kernel's as soon as it is durable.
         self.bump_generation();
+        self.commit()?;
+        log::info!("rolled back to snapshot '{}'", shown(name));
         entries.extend(self.known_names(&known));
         entries.sort();
         entries.dedup();
@@ -368,6 +370,12 @@ impl Fs {
         (0..n).map(|i| self.snapshot_info(i)).collect()
     }
 
+    /// Every record of the in-memory snapshot list (dropping ones included), as the
+    /// store should hold it at the end of each operation (`load`).
+    pub fn snapshot_records(&self) -> Vec<SnapRec> {
+        self.snaps.to_vec()
+    }
+
     /// Tables still being freed.
     pub fn reclaim_pending(&self) -> usize {
         self.snaps.iter().filter(|r| r.dropping).count()
@@ -391,7 +399,7 @@ impl Fs {
         };
         if done {
             let id = self.snaps[at].id;
-            self.snaps.remove(at);
+            self.snaps_mut().remove(at);
             self.save_snaps()?;
             log::info!("table of snapshot id {} freed", id.0);
         }
@@ -412,13 +420,13 @@ impl Fs {
             t.save_live(&mut self.store);
             return Ok(());
         }
-        let r = self
+        let at = self
             .snaps
-            .iter_mut()
-            .find(|r| !r.dropping && r.id == v)
+            .iter()
+            .position(|r| !r.dropping && r.id == v)
             .ok_or(Error::Stale)?;
-        if r.table != t {
-            r.table = t;
+        if self.snaps[at].table != t {
+            self.snaps_mut()[at].table = t;
             self.save_snaps()?;
         }
         Ok(())

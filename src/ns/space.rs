@@ -102,30 +102,26 @@ impl Fs {
         Ok(())
     }
 
-    fn tree_space(
-        &mut self,
-        ino: Ino,
-        sp: &mut Space,
-        seen: &mut Seen,
-        inos: &mut HashSet<Ino>,
-    ) -> Result<()> {
-        let i = self.peek(ino)?;
-        if i.nlink > 1 && !i.is_dir() && !inos.insert(ino) {
-            return Ok(());
-        }
-        if i.is_file() {
-            return self.file_space(&i, sp, seen);
-        }
-        if !i.is_dir() {
-            return Ok(());
-        }
-        let mut kids = Vec::new();
-        dir::for_each(&mut self.store, &i, None, &mut |e| {
-            kids.push(e.ino);
-            false
-        })?;
-        for k in kids {
-            self.tree_space(k, sp, seen, inos)?;
+    /// Adds up the tree at `ino`, a directory at a time from an explicit stack (never
+    /// recursion: a user may nest directories as deep as they like). Each inode counts
+    /// once: a file with several links, and a directory that a damaged store lists twice
+    /// (which must not make the walk go round forever).
+    fn tree_space(&mut self, ino: Ino, sp: &mut Space, seen: &mut Seen) -> Result<()> {
+        let mut inos: HashSet<Ino> = HashSet::new();
+        let mut todo = vec![ino];
+        while let Some(ino) = todo.pop() {
+            let i = self.peek(ino)?;
+            if (i.nlink > 1 || i.is_dir()) && !inos.insert(ino) {
+                continue;
+            }
+            if i.is_file() {
+                self.file_space(&i, sp, seen)?;
+            } else if i.is_dir() {
+                dir::for_each(&mut self.store, &i, None, &mut |e| {
+                    todo.push(e.ino);
+                    false
+                })?;
+            }
         }
         Ok(())
     }
@@ -134,7 +130,7 @@ impl Fs {
     pub fn space(&mut self, ino: Ino) -> Result<Space> {
         let mut sp = Space::default();
         let mut seen = Seen::new(self.store.total_pages());
-        self.tree_space(ino, &mut sp, &mut seen, &mut HashSet::new())?;
+        self.tree_space(ino, &mut sp, &mut seen)?;
         Ok(sp)
     }
 

@@ -2,12 +2,14 @@
 
 mod anon;
 mod crash;
+mod fault;
 mod file;
 mod mem;
 mod mmap;
 
 pub use anon::AnonBackend;
 pub use crash::{CrashBackend, CrashImage, SyncLog};
+pub use fault::{FaultBackend, Faults};
 pub use file::FileBackend;
 pub use mem::MemBackend;
 pub use mmap::MmapBackend;
@@ -62,6 +64,11 @@ pub trait Backend: Send + Sync {
     /// is a plain file.
     fn data_io(&self) -> Option<DataIo> {
         None
+    }
+    /// Asked by the store before each page allocation: an error fails the allocation (a
+    /// test backend injects ENOSPC here; real devices always agree).
+    fn check_alloc(&self) -> Result<()> {
+        Ok(())
     }
 }
 

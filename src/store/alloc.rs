@@ -193,6 +193,7 @@ impl Store {
     /// Allocates one page with a count of 1. Its content is undefined until written.
     pub fn alloc(&mut self) -> Result<PageNo> {
         self.check_writable()?;
+        self.dev.check_alloc()?;
         if self.sb.free_pages == 0 {
             self.grow(self.grow_step())?;
         }
@@ -232,8 +233,36 @@ impl Store {
     /// 4 GiB, so a growing store remaps and fallocates rarely.
     /// Pages kept back from data writes so that deleting (which needs a few metadata pages)
     /// always works on a full store: 1% of the store, between 1 MiB and 32 MiB.
+    /// Why this much: an unlink or truncate changes exclusive metadata in place and needs
+    /// no page, but in a tree a snapshot or clone shares it copies each shared node it
+    /// touches (up to ~25 pages: the paths in the inode table, the directory and the
+    /// orphan list), and only a commit (every 5 s) turns freed pages into free ones, so
+    /// 32 MiB lets ~1,300 such unlinks run in one commit interval on a full store.
     fn reserve(&self) -> u64 {
-        (self.total_pages() / 100).clamp(256, 8192)
+        Self::reserve_for(self.total_pages())
+    }
+
+    fn reserve_for(total_pages: u64) -> u64 {
+        (total_pages / 100).clamp(256, 8192)
+    }
+
+    /// Free pages, and pages of file data an allocation can really get, for statfs. Both
+    /// count the groups the store may still add: up to its limit, and only as many whole
+    /// groups as `host_free` bytes of the host's disk hold. File data cannot use the
+    /// reserve, and every 510 data pages also take a map node (with a little more for
+    /// the levels above and the two edges of a range).
+    pub fn free_for_data(&self, host_free: u64) -> (u64, u64) {
+        let room = if self.sb.max_pages > 0 {
+            (self.sb.max_pages / GROUP_PAGES).saturating_sub(self.sb.groups)
+        } else {
+            u64::MAX
+        };
+        let add = room.min(host_free / (GROUP_PAGES * PS));
+        let free = self.sb.free_pages + add * (GROUP_PAGES - 1);
+        let reserve = Self::reserve_for((self.sb.groups + add) * GROUP_PAGES);
+        // n data pages need at most n/509 + 16 map nodes (FANOUT 510, five levels).
+        let data = free.saturating_sub(reserve).saturating_sub(16) * 509 / 510;
+        (free, data)
     }
 
     /// Allocates a page for file data: refused with ENOSPC once only the reserve is left

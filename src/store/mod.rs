@@ -41,6 +41,7 @@ struct Undo {
     sb: Superblock,
     pending_len: usize,
     shrunk_added: Vec<PageNo>,
+    counters: Counters,
 }
 
 /// The page store. Not thread-safe by itself: the namespace holds it under one lock.
@@ -61,6 +62,8 @@ pub struct Store {
     /// further change is refused until the store is reopened (recovery then starts from
     /// the last good commit).
     failed: bool,
+    /// Set while a commit's steps run: still set afterwards means a panic cut one short.
+    in_commit: bool,
 }
 
 impl Store {
@@ -150,6 +153,7 @@ impl Store {
             counters: Counters::default(),
             undo: None,
             failed: false,
+            in_commit: false,
         }
     }
 
@@ -284,6 +288,7 @@ impl Store {
             sb: self.sb.clone(),
             pending_len: self.pending.len(),
             shrunk_added: Vec::new(),
+            counters: self.counters.clone(),
         });
     }
 
@@ -310,6 +315,7 @@ impl Store {
         for p in u.shrunk_added {
             self.shrunk.remove(&p);
         }
+        self.counters = u.counters;
         log::debug!("operation rolled back");
     }
 
@@ -337,6 +343,12 @@ impl Store {
         }
     }
 
+    /// True after a commit failed half way: every change is refused until the store is
+    /// reopened.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Refuses changes after a failed commit.
     pub(super) fn check_writable(&self) -> Result<()> {
         if self.failed {
@@ -345,14 +357,34 @@ impl Store {
         Ok(())
     }
 
+    /// True once a commit failed (or was cut short by a panic): the store refuses every
+    /// change until it is reopened.
+    pub fn is_failed(&self) -> bool {
+        self.failed || self.in_commit
+    }
+
+    /// Refuses every further change until the store is reopened (commits keep failing).
+    pub fn set_failed(&mut self) {
+        self.failed = true;
+    }
+
     /// Makes everything so far durable and atomic: see docs/FORMAT.md, "Commit protocol".
     pub fn commit(&mut self) -> Result<()> {
         self.check_writable()?;
         if !self.has_changes() {
             return Ok(());
         }
+        if self.in_commit {
+            // The last commit never ended (a panic, caught by the caller, cut it short):
+            // memory may be ahead of the disk.
+            self.failed = true;
+            return Err(Error::Failed);
+        }
         let in_op = self.undo.is_some();
-        if let Err(e) = self.commit_steps() {
+        self.in_commit = true;
+        let r = self.commit_steps();
+        self.in_commit = false;
+        if let Err(e) = r {
             log::error!("commit failed, refusing further changes: {e}");
             self.failed = true;
             return Err(e);
@@ -378,9 +410,14 @@ impl Store {
         self.dev.sync()?;
         // 2. The record is durable: from here on, the commit has happened.
         self.journal.write(self.sb.seq, &self.dirty)?;
-        // 3. Home writes; made durable by step 1 of the next commit (or by close).
-        for (p, buf) in self.dirty.drain() {
+        // 3. Home writes; made durable by step 1 of the next commit (or by close). The
+        // dirty cache is emptied only once they all went: if one fails, memory still
+        // shows the committed state (which the journal holds) while the store refuses
+        // changes.
+        for (p, buf) in &self.dirty {
             self.dev.write(p.0 * PS, &buf[..])?;
+        }
+        for (p, _) in self.dirty.drain() {
             self.verified.insert(p);
         }
         self.data_dirty = false;

@@ -339,3 +339,35 @@ fn journal_of(seq: u64, pages: &crate::ids::PageMap<Box<PageBuf>>) -> Vec<u8> {
         .expect("write");
     img.durable()
 }
+
+#[test]
+fn a_failed_home_write_keeps_the_committed_state_in_memory() {
+    use crate::page::{FaultBackend, Faults};
+    let faults = Faults::new();
+    let dev = FaultBackend::new(Box::new(MemBackend::new()), faults.clone());
+    let mut s = Store::create(Box::new(dev), Box::new(MemBackend::new())).expect("create");
+    let p = s.alloc_meta(Kind::Blob).expect("meta");
+    s.commit().expect("commit");
+    s.meta_mut(p, Kind::Blob).expect("mut")[100] = 7;
+    // The page device sees the commit's sync (1), then the home writes (2, ...).
+    faults.fail_io(2);
+    assert_eq!(s.commit().map_err(|e| e.errno()), Err(libc::EIO));
+    assert!(faults.fired() && s.failed());
+    assert_eq!(
+        s.with_meta(p, Kind::Blob, |b| b[100]).expect("read"),
+        7,
+        "the journaled content, not the stale home page"
+    );
+    assert!(matches!(s.alloc(), Err(Error::Failed)));
+}
+
+#[test]
+fn rollback_restores_the_counters() {
+    let mut s = mem_store();
+    let before = s.counters().clone();
+    s.begin_op();
+    s.alloc_meta(Kind::Blob).expect("meta");
+    assert_eq!(s.counters().allocs, before.allocs + 1);
+    s.rollback_op();
+    assert_eq!(s.counters().allocs, before.allocs);
+}

@@ -1,8 +1,8 @@
 //! `cowfs snapshot create|list|delete|rollback`: each is one ioctl on the mount.
 
+use crate::cli::tools;
 use crate::error::{Error, Result};
 use crate::fuse::snapshot_abi::{IOC_SNAP, SnapAns, SnapOp, SnapReq};
-use crate::tools;
 use clap::Subcommand;
 use std::ffi::OsString;
 use std::fs::File;

@@ -1,6 +1,6 @@
 //! `cowfs pages demo` and `cowfs pages bench`: the page layer on a scratch store.
 
-use crate::cli::parse_size;
+use super::parse_size;
 use crate::error::{Error, Result};
 use crate::page::AnonBackend;
 use crate::store::{Store, open_dir};
@@ -154,9 +154,9 @@ fn fits_in_memory(size: u64, fault_pages: u64) -> Result<()> {
         return Err(Error::BadStore(format!(
             "{} of pages in memory needs about {}, and {} is available; \
              ask for fewer pages, or put them on disk with --store DIR",
-            crate::tools::human(size),
-            crate::tools::human(need),
-            crate::tools::human(avail)
+            crate::cli::tools::human(size),
+            crate::cli::tools::human(need),
+            crate::cli::tools::human(avail)
         )));
     }
     Ok(())
@@ -218,7 +218,7 @@ fn bench(layer: &PageLayer, size: u64, forks: u32, fault_pages: u64, json: bool)
     } else {
         println!(
             "populated {pages} pages ({}) in {populate:.2} s",
-            crate::tools::human(size)
+            crate::cli::tools::human(size)
         );
         println!("fork: {:.2} us (median of {forks})", fork_s * 1e6);
         println!("copy-on-write faults: {faults} in {fault_s:.3} s: {per_fault_us:.2} us per page");

@@ -1,9 +1,17 @@
-//! The command line: `cowfs mkfs`, `cowfs mount`, `cowfs umount`.
+//! The command line: `cowfs mkfs`, `cowfs mount`, `cowfs umount`, and the subcommands in
+//! the files beside this one. It sits above every layer: nothing in the library imports it.
+
+pub mod completions;
+pub mod dedup;
+pub mod mounting;
+pub mod mountopts;
+pub mod pages;
+pub mod snap;
+pub mod tools;
 
 use crate::error::{Error, Result};
 use crate::fuse::session::{MountOpts, serve};
 use crate::store::open_dir;
-use crate::tools;
 use clap::{Parser, Subcommand};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -13,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// cowfs: a copy-on-write filesystem in userspace.
 #[derive(Parser, Debug)]
-#[command(name = "cowfs", version, about)]
+#[command(name = "cowfs", version = env!("COWFS_VERSION"), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -65,6 +73,37 @@ pub enum Cmd {
         #[arg(long, default_value_t = crate::fuse::bdi::DEFAULT_SHARE,
             value_parser = clap::value_parser!(u32).range(1..=100))]
         dirty_share: u32,
+        /// When reads update a file's access time: relatime (on the first read after a
+        /// change, or once a day), strictatime (every read), noatime (never).
+        #[arg(long, value_parser = parse_atime, default_value = "relatime")]
+        atime: crate::ns::Atime,
+        /// Mount options as mount(8) takes them; relatime, strictatime and noatime are
+        /// understood (the last one given wins over --atime).
+        #[arg(short = 'o', value_delimiter = ',', value_parser = parse_atime)]
+        options: Vec<crate::ns::Atime>,
+        /// Create the mount point if it does not exist.
+        #[arg(long)]
+        mkdir: bool,
+        /// Mount read-only: every change answers EROFS.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Commit everything written on the mount and return once it is on disk (a bare
+    /// `sync` does not reach a FUSE daemon).
+    Sync {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (cowfs.1, cowfs-COMMAND.1) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        dir: PathBuf,
     },
     /// Clone SRC to DST sharing every page (constant time, no space until written).
     ///
@@ -125,7 +164,7 @@ pub enum Cmd {
     /// Create, list, delete and roll back to snapshots of a mounted filesystem.
     Snapshot {
         #[command(subcommand)]
-        cmd: crate::snapcli::SnapCmd,
+        cmd: crate::cli::snap::SnapCmd,
     },
     /// Merge identical file pages into one shared page, and all-zero pages into holes
     /// (KSM-style; safe while the filesystem is in use). Default: the whole mount.
@@ -138,7 +177,7 @@ pub enum Cmd {
     /// The page layer: fork-style address spaces over the page store (demo, bench).
     Pages {
         #[command(subcommand)]
-        cmd: crate::vmcli::PagesCmd,
+        cmd: crate::cli::pages::PagesCmd,
     },
     /// Unmount a cowfs mount and wait for its daemon to close the store.
     Umount {
@@ -172,7 +211,12 @@ fn run_cmd(cli: Cli) -> Result<()> {
             no_writeback_cache,
             private,
             dirty_share,
+            atime,
+            options,
+            mkdir,
+            read_only,
         } => {
+            let atime = options.last().copied().unwrap_or(atime);
             let opts = MountOpts {
                 threads,
                 commit_secs: commit_interval,
@@ -180,7 +224,10 @@ fn run_cmd(cli: Cli) -> Result<()> {
                 writeback: !no_writeback_cache,
                 private,
                 dirty_share,
+                atime,
+                read_only,
             };
+            let mountpoint = mounting::mountpoint(&mountpoint, mkdir)?;
             if foreground {
                 mount_foreground(&store, &mountpoint, &opts)
             } else {
@@ -207,14 +254,39 @@ fn run_cmd(cli: Cli) -> Result<()> {
             paths, human, json, ..
         } => du(&paths, human, json),
         Cmd::Stats { mountpoint, json } => stats(&mountpoint, json),
-        Cmd::Snapshot { cmd } => crate::snapcli::run(cmd),
-        Cmd::Pages { cmd } => crate::vmcli::run(cmd),
-        Cmd::Dedup { mountpoint, paths } => crate::dedupcli::run(&mountpoint, &paths),
+        Cmd::Snapshot { cmd } => crate::cli::snap::run(cmd),
+        Cmd::Pages { cmd } => crate::cli::pages::run(cmd),
+        Cmd::Dedup { mountpoint, paths } => crate::cli::dedup::run(&mountpoint, &paths),
+        Cmd::Sync { mountpoint } => mounting::sync(&mountpoint),
+        Cmd::Completions { shell } => completions::completions(shell),
+        Cmd::Man { dir } => completions::man(&dir),
         Cmd::Fsck { .. } => Ok(()),
     }
 }
 
 /// Parses a size: a number of bytes with an optional K, M, G or T suffix (powers of 1024).
+/// An atime rule as mount(8) names it.
+fn parse_atime(s: &str) -> std::result::Result<crate::ns::Atime, String> {
+    use crate::ns::Atime;
+    match s {
+        "relatime" => Ok(Atime::Relatime),
+        "strictatime" => Ok(Atime::Strict),
+        "noatime" => Ok(Atime::NoAtime),
+        _ => Err(format!(
+            "unknown option '{s}' (cowfs understands relatime, strictatime, noatime)"
+        )),
+    }
+}
+
+fn atime_name(a: crate::ns::Atime) -> &'static str {
+    use crate::ns::Atime;
+    match a {
+        Atime::Relatime => "relatime",
+        Atime::Strict => "strictatime",
+        Atime::NoAtime => "noatime",
+    }
+}
+
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
@@ -246,23 +318,13 @@ fn mkfs(store: &Path, max_size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-fn check_mountpoint(m: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(m)
-        .map_err(|e| Error::BadStore(format!("mount point {}: {e}", m.display())))?;
-    if !meta.is_dir() {
-        return Err(Error::BadStore(format!(
-            "mount point {}: not a directory",
-            m.display()
-        )));
-    }
-    Ok(std::fs::canonicalize(m)?)
-}
-
 fn mount_foreground(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()> {
-    let mnt = check_mountpoint(mnt)?;
-    let dir = open_dir(store, true)?;
-    let pidfile = pid_file(&mnt);
-    serve(dir, &mnt, opts, || {
+    mounting::wait_for_store(store)?;
+    let mut dir = open_dir(store, true)?;
+    // The mount table shows the store by this name.
+    dir.path = std::fs::canonicalize(&dir.path)?;
+    let pidfile = pid_file(mnt);
+    serve(dir, mnt, opts, || {
         if let Some(p) = &pidfile {
             let _ = std::fs::write(p, std::process::id().to_string());
         }
@@ -279,7 +341,7 @@ fn mount_background(
     log: Option<PathBuf>,
     opts: &MountOpts,
 ) -> Result<()> {
-    let mnt = check_mountpoint(mnt)?;
+    let mnt = mnt.to_path_buf();
     if is_mounted(&mnt) {
         return Err(Error::BadStore(format!(
             "{} is already a mount point",
@@ -287,6 +349,7 @@ fn mount_background(
         )));
     }
     // Create or check the store here, so errors come back as one clear line.
+    mounting::wait_for_store(store)?;
     drop(open_dir(store, true)?);
     let store = std::fs::canonicalize(store)?;
     let log = log.unwrap_or_else(|| store.join("daemon.log"));
@@ -302,7 +365,9 @@ fn mount_background(
         .args(opts.max_size.map(|m| format!("--max-size={m}")))
         .args((!opts.writeback).then_some("--no-writeback-cache"))
         .args(opts.private.then_some("--private"))
+        .args(opts.read_only.then_some("--read-only"))
         .arg(format!("--dirty-share={}", opts.dirty_share))
+        .arg(format!("--atime={}", atime_name(opts.atime)))
         .arg(&store)
         .arg(&mnt)
         .stdin(Stdio::null())
