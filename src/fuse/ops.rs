@@ -276,14 +276,20 @@ impl fuser::Filesystem for CowFuse {
                 };
                 fs.setattr(Ctx::ROOT, i, &a)?;
             }
-            // Reads from the kept page cache never reach us: the open stands for them.
-            let touched = for_read && fs.atime_on_open(i)?;
-            Ok((fh, touched))
+            Ok((fh, for_read && fs.atime_wanted(i)?))
         });
         match r {
-            Ok((fh, touched)) => {
-                if touched {
-                    self.forget_attrs(ino(i));
+            Ok((fh, atime_due)) => {
+                // Reads from the kept page cache never reach us: the open stands for
+                // them. Its own operation, after the open has succeeded: an atime that
+                // cannot be written (ENOSPC while unsharing from a snapshot) never fails
+                // the open, as Linux never fails a read for it.
+                if atime_due {
+                    match self.vcall("open: atime", ino(i), false, |fs, i| fs.atime_on_open(i)) {
+                        Ok(true) => self.forget_attrs(ino(i)),
+                        Ok(false) => {}
+                        Err(e) => log::debug!("open: atime not updated: {e:?}"),
+                    }
                 }
                 reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE)
             }

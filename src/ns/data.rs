@@ -128,19 +128,24 @@ impl Fs {
         Ok(())
     }
 
+    /// True when opening `ino` for reading must update its atime (changes nothing).
+    pub fn atime_wanted(&mut self, ino: Ino) -> Result<bool> {
+        if self.check_view_writable().is_err() {
+            return Ok(false);
+        }
+        let i = self.peek(ino)?;
+        Ok(i.is_file() && atime_due(self.atime_mode(), &i, Time::now()))
+    }
+
     /// An open for reading counts as a read for atime: with the kernel's page cache kept
     /// across opens, reads served from it never reach us (the kernel leaves atime to FUSE
     /// daemons: their inodes are S_NOATIME). Updates atime of regular file `ino` under the
     /// mount's rule; true when it changed (the caller drops the kernel's cached copy).
     pub fn atime_on_open(&mut self, ino: Ino) -> Result<bool> {
-        if self.check_view_writable().is_err() {
+        if !self.atime_wanted(ino)? {
             return Ok(false);
         }
-        let i = self.peek(ino)?;
         let now = Time::now();
-        if !i.is_file() || !atime_due(self.atime_mode(), &i, now) {
-            return Ok(false);
-        }
         let mut i = self.get(ino)?;
         i.atime = now;
         self.put(ino, &i)?;

@@ -102,7 +102,7 @@ impl Fs {
         self.put(ino, &inode)?;
         dir::insert(&mut self.store, &mut d, name, ino, kind_byte(inode.mode))?;
         if is_dir {
-            d.nlink += 1;
+            d.nlink = d.nlink.saturating_add(1);
         }
         d.mtime = now;
         d.ctime = now;
@@ -189,7 +189,7 @@ impl Fs {
         let mut d = self.dir(parent)?;
         dir::remove(&mut self.store, &mut d, name)?;
         if t.is_dir() {
-            d.nlink -= 1;
+            d.nlink = d.nlink.saturating_sub(1);
         }
         self.put(parent, &d)?;
         self.drop_link(target)
@@ -245,7 +245,7 @@ impl Fs {
         }
         dir::remove(&mut self.store, &mut d, name)?;
         if want_dir {
-            d.nlink -= 1;
+            d.nlink = d.nlink.saturating_sub(1);
         }
         let now = Time::now();
         d.mtime = now;
@@ -342,7 +342,7 @@ impl Fs {
         let mut d = self.dir(parent)?;
         dir::remove(&mut self.store, &mut d, name)?;
         if is_dir && parent != newparent {
-            d.nlink -= 1;
+            d.nlink = d.nlink.saturating_sub(1);
         }
         d.mtime = now;
         d.ctime = now;
@@ -350,7 +350,7 @@ impl Fs {
         let mut nd = self.dir(newparent)?;
         dir::insert(&mut self.store, &mut nd, newname, ino, kind)?;
         if is_dir && parent != newparent {
-            nd.nlink += 1;
+            nd.nlink = nd.nlink.saturating_add(1);
         }
         nd.mtime = now;
         nd.ctime = now;
@@ -382,7 +382,10 @@ impl Fs {
         dir::remove(&mut self.store, &mut d, name)?;
         dir::insert(&mut self.store, &mut d, name, b.ino, b.kind)?;
         if parent != newparent {
-            d.nlink = d.nlink + u32::from(b_dir) - u32::from(a_dir);
+            d.nlink = d
+                .nlink
+                .saturating_add(u32::from(b_dir))
+                .saturating_sub(u32::from(a_dir));
         }
         d.mtime = now;
         d.ctime = now;
@@ -391,7 +394,10 @@ impl Fs {
         dir::remove(&mut self.store, &mut nd, newname)?;
         dir::insert(&mut self.store, &mut nd, newname, a.ino, a.kind)?;
         if parent != newparent {
-            nd.nlink = nd.nlink + u32::from(a_dir) - u32::from(b_dir);
+            nd.nlink = nd
+                .nlink
+                .saturating_add(u32::from(a_dir))
+                .saturating_sub(u32::from(b_dir));
         }
         nd.mtime = now;
         nd.ctime = now;

@@ -147,7 +147,8 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<SnapRec>> {
 fn list_map(s: &Store) -> MapRoot {
     MapRoot {
         node: PageNo(s.root(SLOT_NODE)),
-        depth: s.root(SLOT_DEPTH) as u8,
+        // A value past u8 stays too deep (the map refuses it as corrupt), never wraps.
+        depth: u8::try_from(s.root(SLOT_DEPTH)).unwrap_or(u8::MAX),
     }
 }
 
