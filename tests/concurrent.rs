@@ -97,17 +97,6 @@ fn read_range(f: &File, off: u64, len: usize) -> Vec<u8> {
     b
 }
 
-fn fsck_clean(m: &Mount) {
-    let out = cowfs(&["fsck", p(&m.store)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "fsck: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// ((length, hash), pages appended before the command started) of the clones or
 /// snapshots, in the order they were made.
 type Digests = Vec<((usize, u64), u64)>;
@@ -341,7 +330,7 @@ fn parallel_writers_and_readers_agree() {
     };
     compare("after the writes");
     m.umount();
-    fsck_clean(&m);
+    m.fsck_clean();
     m.mount();
     compare("after a remount");
     println!("parallel_writers_and_readers_agree: {:?}", t0.elapsed());
@@ -639,7 +628,7 @@ fn clone_and_snapshot_while_writing() {
         &changed,
     );
     m.umount();
-    fsck_clean(&m);
+    m.fsck_clean();
     m.mount();
     check_made("after a remount");
     assert_same(
@@ -753,7 +742,7 @@ fn rollback_shows_snapshot_sizes_even_for_cached_inodes() {
         &want,
     );
     m.umount();
-    fsck_clean(&m);
+    m.fsck_clean();
     println!(
         "rollback_shows_snapshot_sizes_even_for_cached_inodes: {:?}",
         t0.elapsed()
@@ -819,7 +808,7 @@ fn range_clone_grows_destination_as_seen_by_kernel() {
     assert_same("src after writing dst", &fs::read(&src).expect("read"), &s);
     want[8192..8195].copy_from_slice(b"XYZ");
     m.umount();
-    fsck_clean(&m);
+    m.fsck_clean();
     m.mount();
     assert_same("dst after a remount", &fs::read(&dst).expect("read"), &want);
     assert_same(
@@ -1023,6 +1012,6 @@ fn setuid_cleared_on_write_by_non_root() {
         );
     }
     m.umount();
-    fsck_clean(&m);
+    m.fsck_clean();
     println!("setuid_cleared_on_write_by_non_root: {:?}", t0.elapsed());
 }

@@ -244,14 +244,7 @@ fn an_open_directory_survives_rmdir_and_rename_over_it() {
     assert!(fs::metadata(&d).expect("stat").is_dir());
 
     // Nothing is left behind: the store checks clean.
-    m.umount();
-    let out = cowfs(&["fsck", m.s(&m.store)]);
-    assert!(
-        out.status.success(),
-        "fsck: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.umount_and_fsck_clean();
 }
 
 #[test]
@@ -274,14 +267,7 @@ fn a_file_held_by_the_kernel_outlives_its_last_name() {
     fs::remove_file(&q).expect("unlink");
     drop_caches();
     sync_all();
-    m.umount();
-    let out = cowfs(&["fsck", m.s(&m.store)]);
-    assert!(
-        out.status.success(),
-        "fsck: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.umount_and_fsck_clean();
     m.mount();
 }
 
@@ -325,38 +311,16 @@ fn orphans_left_by_a_crash_are_freed_at_the_next_mount() {
     fs::remove_dir(m.path("d")).expect("rmdir");
     // fsync: the orphans are committed, then the daemon dies with them held.
     f.sync_all().expect("fsync");
-    let pid = m.daemon_pid().expect("daemon pid");
-    assert!(
-        Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .status()
-            .expect("kill")
-            .success()
-    );
-    for _ in 0..500 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    m.kill9();
     drop(f);
     drop(bf);
     drop(d);
-    let _ = Command::new("umount").arg("-l").arg(&m.mnt).status();
     m.mount();
     let used = statvfs_used(&m.mnt);
     assert!(
         used < used0 + (1 << 20),
         "the crash's orphans were freed at mount: used {used0} before, {used} now"
     );
-    m.umount();
-    let out = cowfs(&["fsck", m.s(&m.store)]);
-    assert!(
-        out.status.success(),
-        "fsck: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.umount_and_fsck_clean();
     m.mount();
 }

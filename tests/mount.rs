@@ -12,7 +12,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn cli_errors_are_one_line_with_exit_codes() {
@@ -222,22 +221,7 @@ fn data_survives_remount_and_kill_9() {
     f.write_all_at(&data[..1 << 20], 0).expect("write");
     f.sync_all().expect("fsync");
     drop(f);
-    let pid = m.daemon_pid().expect("daemon pid");
-    assert!(
-        Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .status()
-            .expect("kill")
-            .success()
-    );
-    for _ in 0..500 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let _ = Command::new("umount").arg("-l").arg(&m.mnt).status();
+    m.kill9();
     m.mount();
     assert!(fs::read(m.path("synced")).expect("read") == data[..1 << 20]);
     assert!(fs::read(m.path("keep")).expect("read") == data);

@@ -94,6 +94,45 @@ impl Mount {
         self.mnt.join(name)
     }
 
+    /// Unmounts, then asserts that `cowfs fsck` finds the store clean (exit 0).
+    pub fn umount_and_fsck_clean(&self) {
+        self.umount();
+        self.fsck_clean();
+    }
+
+    /// Asserts that `cowfs fsck` finds the (unmounted) store clean (exit 0).
+    pub fn fsck_clean(&self) {
+        let out = cowfs(&["fsck", self.s(&self.store)]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "fsck: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kills the daemon with SIGKILL, waits for it to go, and detaches the dead mount, so
+    /// that `mount` can mount the store again.
+    pub fn kill9(&self) {
+        let pid = self.daemon_pid().expect("daemon pid");
+        assert!(
+            Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status()
+                .expect("kill")
+                .success()
+        );
+        for _ in 0..500 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+
     pub fn daemon_pid(&self) -> Option<u32> {
         let out = Command::new("pgrep")
             .arg("-f")
