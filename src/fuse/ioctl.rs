@@ -33,6 +33,15 @@ pub(super) fn cred(req: &Request) -> Cred {
     }
 }
 
+/// How long one step of a long walk (du, stats) holds the filesystem.
+const STEP: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A pause between two steps of a long walk: the locks are not fair, and a walk that
+/// took them again at once would starve the requests waiting for them.
+fn between_steps() {
+    std::thread::sleep(std::time::Duration::from_micros(200));
+}
+
 /// Whether ioctl `cmd` with `data` would change the filesystem (refused on a read-only
 /// mount, where the kernel lets ioctls through).
 fn changes_tree(cmd: u32, data: &[u8]) -> bool {
@@ -68,9 +77,7 @@ impl CowFuse {
                 }
                 Ok(Vec::new())
             }
-            abi::IOC_SPACE => self
-                .vcall("space", ino, false, |fs, i| fs.space(i))
-                .map(|s| abi::encode_space(&s)),
+            abi::IOC_SPACE => self.space(ino).map(|s| abi::encode_space(&s)),
             dedup_abi::IOC_DEDUP => {
                 let (op, run, from) =
                     dedup_abi::decode_req(data).map_err(|e| Errno::from_i32(e.errno()))?;
@@ -81,9 +88,7 @@ impl CowFuse {
                 let r = SnapReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
                 self.snapshot(req, &r).map(|a| a.encode())
             }
-            abi::IOC_STATS => self
-                .call("stats", |fs| fs.store_stats())
-                .map(|s| abi::encode_stats(&s)),
+            abi::IOC_STATS => self.stats().map(|s| abi::encode_stats(&s)),
             _ => {
                 log::debug!("ioctl {cmd:#x} not supported");
                 Err(Errno::from_i32(Error::UnknownIoctl.errno()))
@@ -146,6 +151,37 @@ impl CowFuse {
                 Ok(crate::ns::DedupStats::default())
             }),
             _ => Err(Errno::from_i32(Error::Invalid("unknown dedup op").errno())),
+        }
+    }
+
+    /// `cowfs du` of kernel inode `ino`: the walk runs in steps of `STEP`, each its own
+    /// operation, so requests go on between them (a `touch` never waits behind a big tree).
+    fn space(&self, ino: Ino) -> Result<crate::ns::Space, Errno> {
+        let mut walk = None;
+        loop {
+            let done = self.vcall("space", ino, false, |fs, i| {
+                let w = walk.get_or_insert_with(|| fs.space_walk(i));
+                fs.space_step(w, STEP)
+            })?;
+            if done {
+                return Ok(walk.map(|w| w.space()).unwrap_or_default());
+            }
+            between_steps();
+        }
+    }
+
+    /// `cowfs stats`, in steps as `space`.
+    fn stats(&self) -> Result<crate::ns::StoreStats, Errno> {
+        let mut walk = None;
+        loop {
+            let r = self.call("stats", |fs| {
+                let w = walk.get_or_insert_with(|| fs.stats_walk());
+                Ok(fs.stats_step(w, STEP)?.then(|| fs.stats_of(w)))
+            })?;
+            if let Some(s) = r {
+                return Ok(s);
+            }
+            between_steps();
         }
     }
 
