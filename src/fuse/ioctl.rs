@@ -33,6 +33,15 @@ pub(super) fn cred(req: &Request) -> Cred {
     }
 }
 
+/// How long one step of a long walk (du, stats) holds the filesystem.
+const STEP: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A pause between two steps of a long walk: the locks are not fair, and a walk that
+/// took them again at once would starve the requests waiting for them.
+fn between_steps() {
+    std::thread::sleep(std::time::Duration::from_micros(200));
+}
+
 /// Whether ioctl `cmd` with `data` would change the filesystem (refused on a read-only
 /// mount, where the kernel lets ioctls through).
 fn changes_tree(cmd: u32, data: &[u8]) -> bool {
@@ -62,11 +71,13 @@ impl CowFuse {
                 let r = CloneReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
                 let inv = self.clone(req, ino, fh, &r)?;
                 self.invalidate(&inv);
+                if r.flags & F_RANGE == 0 {
+                    // A new name in `ino`, which the kernel may hold a listing of.
+                    self.forget_listing(ino);
+                }
                 Ok(Vec::new())
             }
-            abi::IOC_SPACE => self
-                .vcall("space", ino, false, |fs, i| fs.space(i))
-                .map(|s| abi::encode_space(&s)),
+            abi::IOC_SPACE => self.space(ino).map(|s| abi::encode_space(&s)),
             dedup_abi::IOC_DEDUP => {
                 let (op, run, from) =
                     dedup_abi::decode_req(data).map_err(|e| Errno::from_i32(e.errno()))?;
@@ -77,9 +88,7 @@ impl CowFuse {
                 let r = SnapReq::decode(data).map_err(|e| Errno::from_i32(e.errno()))?;
                 self.snapshot(req, &r).map(|a| a.encode())
             }
-            abi::IOC_STATS => self
-                .call("stats", |fs| fs.store_stats())
-                .map(|s| abi::encode_stats(&s)),
+            abi::IOC_STATS => self.stats().map(|s| abi::encode_stats(&s)),
             _ => {
                 log::debug!("ioctl {cmd:#x} not supported");
                 Err(Errno::from_i32(Error::UnknownIoctl.errno()))
@@ -95,7 +104,7 @@ impl CowFuse {
         let src = Ino(r.src_ino);
         if r.flags & F_RANGE != 0 {
             return self.call("clone range", |fs| {
-                fs.check_writable_handle(fh, ino)?;
+                self.check_dest(fs, &cred, fh, ino, false)?;
                 fs.clone_range_at(&cred, &r.src_path, src, ino, r.src_off, r.dst_off, r.len)
             });
         }
@@ -129,7 +138,7 @@ impl CowFuse {
                     if ino.split().0 != SnapId::LIVE {
                         return Err(Error::ReadOnly);
                     }
-                    fs.check_writable_handle(fh, ino)?;
+                    self.check_dest(fs, &cred, fh, ino, true)?;
                     fs.dedup_step(&cred, run, ino, from)
                 })
             }
@@ -142,6 +151,61 @@ impl CowFuse {
                 Ok(crate::ns::DedupStats::default())
             }),
             _ => Err(Errno::from_i32(Error::Invalid("unknown dedup op").errno())),
+        }
+    }
+
+    /// `cowfs du` of kernel inode `ino`: the walk runs in steps of `STEP`, each its own
+    /// operation, so requests go on between them (a `touch` never waits behind a big tree).
+    fn space(&self, ino: Ino) -> Result<crate::ns::Space, Errno> {
+        let mut walk = None;
+        loop {
+            let done = self.vcall("space", ino, false, |fs, i| {
+                let w = walk.get_or_insert_with(|| fs.space_walk(i));
+                fs.space_step(w, STEP)
+            })?;
+            if done {
+                return Ok(walk.map(|w| w.space()).unwrap_or_default());
+            }
+            between_steps();
+        }
+    }
+
+    /// `cowfs stats`, in steps as `space`.
+    fn stats(&self) -> Result<crate::ns::StoreStats, Errno> {
+        let mut walk = None;
+        loop {
+            let r = self.call("stats", |fs| {
+                let w = walk.get_or_insert_with(|| fs.stats_walk());
+                Ok(fs.stats_step(w, STEP)?.then(|| fs.stats_of(w)))
+            })?;
+            if let Some(s) = r {
+                return Ok(s);
+            }
+            between_steps();
+        }
+    }
+
+    /// The destination check of a range clone (`owner_may` false) or a dedup step (true).
+    /// With handles, the handle must be open for writing (else EBADF), as for
+    /// FICLONERANGE and FIDEDUPERANGE. A mount without handles (`no_open`) gets none from
+    /// the kernel: then the caller must be allowed to write the file, or for dedup own
+    /// it, which is Linux's own rule for FIDEDUPERANGE on a read-only descriptor.
+    fn check_dest(
+        &self,
+        fs: &mut crate::ns::Fs,
+        cred: &Cred,
+        fh: Fh,
+        ino: Ino,
+        owner_may: bool,
+    ) -> crate::Result<()> {
+        if !self.no_open || fh.0 != 0 {
+            return fs.check_writable_handle(fh, ino);
+        }
+        let i = fs.getattr(ino)?;
+        if cred.may(&i, crate::ns::perm::W) || (owner_may && cred.uid == i.uid) {
+            Ok(())
+        } else {
+            Err(Error::BadHandle)
         }
     }
 
@@ -176,11 +240,13 @@ impl CowFuse {
                         ..status(fs)
                     })
                 })?;
-                // The kernel may hold the name in .snapshots (or its absence): drop it.
+                // The kernel may hold the name in .snapshots (or its absence), and the
+                // listing: drop them.
                 self.invalidate(&Invalidate {
                     entries: vec![(Ino::SNAPDIR, r.name.clone())],
                     ..Invalidate::default()
                 });
+                self.forget_listing(Ino::SNAPDIR);
                 Ok(a)
             }
             SnapOp::Rollback => {
@@ -189,6 +255,8 @@ impl CowFuse {
                     fs.snapshot_rollback(&r.name)
                 })?;
                 self.invalidate(&inv);
+                // The root is never counted among the inodes the kernel knows.
+                self.forget_listing(Ino::ROOT);
                 Ok(SnapAns::default())
             }
             SnapOp::Get => self.call("snapshot get", |fs| {
@@ -213,6 +281,17 @@ impl CowFuse {
             && let Err(e) = n.inval_inode(INodeNo(i.0), -1, 0)
         {
             log::debug!("inval_inode (attributes): {e}");
+        }
+    }
+
+    /// Drops the kernel's cached listing (and attributes) of directory `d`: with
+    /// `no_open` the kernel caches listings (FOPEN_CACHE_DIR) until a change it makes
+    /// itself, or this.
+    fn forget_listing(&self, d: Ino) {
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(INodeNo(d.0), 0, 0)
+        {
+            log::debug!("inval_inode (listing): {e}");
         }
     }
 

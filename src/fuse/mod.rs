@@ -7,6 +7,7 @@ pub(crate) mod bdi;
 mod data;
 pub mod dedup_abi;
 mod ioctl;
+mod listing;
 pub mod mount;
 mod ops;
 pub mod session;
@@ -22,14 +23,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-/// How long the kernel may cache attributes and entries. Long, because nothing changes
-/// them behind the kernel's back without an explicit invalidation (clone, rollback).
-pub const TTL: Duration = Duration::from_secs(60);
+/// How long the kernel may cache attributes and entries: an hour, because nothing changes
+/// them behind the kernel's back without an explicit invalidation (a clone, a snapshot
+/// created or deleted, a rollback, an atime set on open, an fsync's new `st_blocks`).
+pub const TTL: Duration = Duration::from_secs(3600);
 
 /// Uncommitted metadata that forces a commit, in bytes.
 pub const COMMIT_BYTES: usize = 64 << 20;
 
 /// The filesystem as fuser sees it.
+#[derive(Clone)]
 pub struct CowFuse {
     fs: Arc<Mutex<Fs>>,
     /// Data reads and writes hold it shared while their bytes move without the `fs` lock;
@@ -40,12 +43,12 @@ pub struct CowFuse {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Ask the kernel for its writeback cache (buffered writes, flushed in 1 MiB batches).
     writeback: bool,
-    /// FUSE worker threads, and how many wait for the kernel to write pages back to
-    /// another (`kernel_write_back`): never all of them, or none would be left to serve.
-    threads: usize,
-    waiting_on_kernel: std::sync::atomic::AtomicUsize,
     /// Mounted read-only: the kernel refuses every change but the ioctls, refused here.
     read_only: bool,
+    /// Answer OPEN and OPENDIR with ENOSYS, so the kernel opens files and directories
+    /// without a round trip (and caches directory listings); CREATE makes no handle.
+    /// Only with `noatime`: the other atime modes need the open (see `ops::open`).
+    no_open: bool,
 }
 
 thread_local! {
@@ -110,43 +113,40 @@ impl CowFuse {
         gate: Arc<RwLock<()>>,
         notifier: Arc<OnceLock<fuser::Notifier>>,
         writeback: bool,
-        threads: usize,
     ) -> Self {
         CowFuse {
             fs,
             gate,
             notifier,
             writeback,
-            threads,
-            waiting_on_kernel: Default::default(),
             read_only: false,
+            no_open: false,
         }
     }
 
     /// Has the kernel write back every dirty page of kernel inode `k`, and waits for it:
     /// invalidating the file's cached pages makes the kernel launder the dirty ones (a
-    /// WRITE each, served by another worker) before it answers; clean pages are dropped
-    /// too (re-read on demand). Call it holding neither the gate nor the lock. False when
-    /// it was not done: no other worker would be free to serve, or the kernel refused.
+    /// WRITE each, served by the workers) before it answers; clean pages are dropped too
+    /// (re-read on demand). Call it holding neither the gate nor the lock, and not on a
+    /// worker (`ops::lseek` runs it on a thread of its own): with every worker waiting
+    /// here, none would be left to take the WRITEs. False when the kernel refused.
     fn kernel_write_back(&self, k: Ino) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
         let Some(n) = self.notifier.get() else {
             return false;
         };
-        if self.waiting_on_kernel.fetch_add(1, SeqCst) + 1 >= self.threads {
-            self.waiting_on_kernel.fetch_sub(1, SeqCst);
-            log::debug!("lseek: no worker free to take the kernel's dirty pages");
-            return false;
-        }
-        let r = n.inval_inode(fuser::INodeNo(k.0), 0, 0);
-        self.waiting_on_kernel.fetch_sub(1, SeqCst);
-        match r {
+        match n.inval_inode(fuser::INodeNo(k.0), 0, 0) {
             Ok(()) => true,
             Err(e) => {
                 log::debug!("inval_inode before lseek: {e}");
                 false
             }
         }
+    }
+
+    /// The same, serving files and directories without OPEN, OPENDIR and RELEASE.
+    pub fn no_open(mut self, no_open: bool) -> Self {
+        self.no_open = no_open;
+        self
     }
 
     /// The same, mounted read-only: the ioctls that change the tree answer EROFS.

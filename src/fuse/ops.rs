@@ -8,8 +8,8 @@ use crate::ns::{Ctx, SetAttr, Time};
 use fuser::{
     CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -74,6 +74,10 @@ impl fuser::Filesystem for CowFuse {
         // ourselves; in exchange the kernel stops asking for security.capability before
         // every write (SB_NOSEC), a round trip each.
         flags.push(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // A listing hands out every entry with its attributes (counted as lookups), so a
+        // `find`, `du` or `ls -l` does not ask again for each name.
+        flags.push(InitFlags::FUSE_DO_READDIRPLUS);
+        flags.push(InitFlags::FUSE_READDIRPLUS_AUTO);
         for flag in flags {
             if config.add_capabilities(flag).is_err() {
                 log::info!("kernel lacks {flag:?}");
@@ -262,6 +266,13 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            // The kernel remembers it for the mount: no OPEN, FLUSH-less RELEASE-less
+            // opens with the page cache kept. An open file holds its inode in the kernel,
+            // so the lookup count (not a handle) keeps an unlinked file's data alive.
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let r = self.vcall("open", ino(i), false, |fs, i| {
             let fh = fs.open(i, flags.0)?;
             let for_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
@@ -341,7 +352,9 @@ impl fuser::Filesystem for CowFuse {
         _lock: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do on close: the kernel writes dirty pages back before it sends FLUSH
+        // anyway. ENOSYS makes it stop sending them for the rest of the mount.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -354,6 +367,11 @@ impl fuser::Filesystem for CowFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if fh.0 == 0 {
+            // A file created with no handle (see `create`).
+            reply.ok();
+            return;
+        }
         empty(reply, self.release_handle(Fh(fh.0)));
     }
 
@@ -375,6 +393,12 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            // As for `open`; the kernel then also caches each directory's listing
+            // (FOPEN_CACHE_DIR) until a change through it, or an invalidation from us.
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         if ino(i) == Ino::SNAPDIR {
             reply.opened(FileHandle(0), FopenFlags::empty());
             return;
@@ -419,6 +443,17 @@ impl fuser::Filesystem for CowFuse {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        self.readdir_plus(ino(i), offset, reply);
     }
 
     fn releasedir(
@@ -537,7 +572,11 @@ impl fuser::Filesystem for CowFuse {
             self.vcall("create", ino(parent), true, |fs, p| {
                 let mode = libc::S_IFREG | (mode & 0o7777);
                 let (n, i) = fs.mknod(ctx(req, umask), p, name.as_bytes(), mode, 0)?;
-                let fh = fs.open(n, flags)?;
+                let fh = if self.no_open {
+                    Fh(0)
+                } else {
+                    fs.open(n, flags)?
+                };
                 Ok((entry_of(fs, n, &i)?, fh))
             })
         });
@@ -597,19 +636,36 @@ impl fuser::Filesystem for CowFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        // The kernel sends LSEEK without writing dirty pages back: for a file open for
-        // writing, have it write them back first, then the map is exact; when that cannot
-        // be done, answer conservatively (see `Fs::seek`).
-        let clean = matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE)
-            && self.vcall("lseek", ino(i), false, |fs, i| Ok(fs.has_writer(i))) == Ok(true)
-            && self.kernel_write_back(ino(i));
-        let r = self.vcall("lseek", ino(i), false, |fs, i| {
-            let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
-            fs.seek(i, off, whence, clean)
-        });
-        match r {
-            Ok(o) => reply.offset(o as i64),
-            Err(e) => reply.error(e),
+        // The kernel sends LSEEK without writing dirty pages back: for a file that may be
+        // open for writing (any file, without handles), have it write them back first,
+        // then the map is exact; when that cannot be done, answer conservatively (see
+        // `Fs::seek`). The write-back waits for WRITEs that the workers serve, so it runs
+        // on a thread of its own and this worker goes back to serving.
+        let k = ino(i);
+        let holes = matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE);
+        let writer = holes
+            && (self.no_open
+                || self.vcall("lseek", k, false, |fs, i| Ok(fs.has_writer(i))) == Ok(true));
+        let me = self.clone();
+        let answer = move || {
+            let maybe_dirty = writer && !me.kernel_write_back(k);
+            let r = me.vcall("lseek", k, false, |fs, i| {
+                let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
+                fs.seek(i, off, whence, maybe_dirty)
+            });
+            match r {
+                Ok(o) => reply.offset(o as i64),
+                Err(e) => reply.error(e),
+            }
+        };
+        if !writer {
+            answer();
+        } else if let Err(e) = std::thread::Builder::new()
+            .name("cowfs-lseek".into())
+            .spawn(answer)
+        {
+            // The reply went with the closure: the kernel gets EIO for it.
+            log::warn!("lseek: no thread for the write-back: {e}");
         }
     }
 

@@ -42,7 +42,7 @@ impl Default for MountOpts {
             writeback: true,
             private: false,
             dirty_share: super::bdi::DEFAULT_SHARE,
-            atime: crate::ns::Atime::Relatime,
+            atime: crate::ns::Atime::NoAtime,
             read_only: false,
         }
     }
@@ -267,14 +267,9 @@ pub fn serve(
     let gate = Arc::new(RwLock::new(()));
     let notifier = Arc::new(OnceLock::new());
     let session = super::mount::session(
-        CowFuse::new(
-            fs.clone(),
-            gate.clone(),
-            notifier.clone(),
-            opts.writeback,
-            opts.threads.max(1),
-        )
-        .read_only(opts.read_only),
+        CowFuse::new(fs.clone(), gate.clone(), notifier.clone(), opts.writeback)
+            .read_only(opts.read_only)
+            .no_open(opts.atime == crate::ns::Atime::NoAtime),
         mountpoint,
         &config(opts, &path),
     )?;

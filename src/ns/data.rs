@@ -212,16 +212,17 @@ impl Fs {
         Ok(())
     }
 
-    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map, unless a writer holds
-    /// the file (see `has_writer`) and the kernel was not just made to write its dirty
-    /// pages back (`kernel_clean`): then conservatively, everything up to the end is data,
+    /// lseek(2) with SEEK_DATA or SEEK_HOLE, straight from the map, unless the kernel may
+    /// hold dirty pages of the file that we have not seen (`maybe_dirty`: a writer holds
+    /// it, see `has_writer`, or the mount keeps no handles, and the kernel was not just
+    /// made to write them back): then conservatively, everything up to the end is data,
     /// as the kernel may keep dirty pages in what the map calls holes.
-    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32, kernel_clean: bool) -> Result<u64> {
+    pub fn seek(&mut self, ino: Ino, off: u64, whence: i32, maybe_dirty: bool) -> Result<u64> {
         let i = self.peek(ino)?;
         if off >= i.size {
             return Err(Error::NoSuchOffset);
         }
-        let cautious = !kernel_clean && i.is_file() && self.has_writer(ino);
+        let cautious = maybe_dirty && i.is_file();
         match whence {
             libc::SEEK_DATA if cautious => Ok(off),
             libc::SEEK_HOLE if cautious => Ok(i.size),

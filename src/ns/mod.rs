@@ -26,7 +26,7 @@ pub use io::{ReadPlan, WriteOpts, WritePlan};
 pub use snap::{
     NAME_MAX as SNAP_NAME_MAX, SnapInfo, SnapRec, list_root as snap_list_root, load as snap_load,
 };
-pub use space::{Space, StoreStats};
+pub use space::{Space, SpaceWalk, StatsWalk, StoreStats};
 /// Decoders of private modules, for `crate::fuzzing`.
 pub(crate) use {
     blob::check_page as blob_check_page, snap::decode as snap_decode, xattr::parse as xattr_parse,
