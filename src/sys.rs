@@ -43,6 +43,19 @@ pub fn umount_lazy(path: &std::path::Path) -> io::Result<()> {
     check(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })
 }
 
+/// The wall clock at the kernel's coarse resolution (`CLOCK_REALTIME_COARSE`, one tick):
+/// the clock the kernel stamps file times with (`current_time`), as seconds and
+/// nanoseconds since the epoch. `None` if the call fails (it does not on Linux).
+pub fn coarse_now() -> Option<(i64, u32)> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    (r == 0).then_some((ts.tv_sec, ts.tv_nsec as u32))
+}
+
 /// Effective uid of this process.
 pub fn geteuid() -> u32 {
     // SAFETY: cannot fail, no arguments.
