@@ -33,9 +33,7 @@ impl CowFuse {
         let r = if k == Ino::SNAPDIR {
             self.snapdir_plus(off, &mut reply)
         } else {
-            self.vcall("readdirplus", k, false, |fs, d| {
-                dir_plus(fs, d, off, &mut reply)
-            })
+            self.vread("readdirplus", k, |fs, d| dir_plus(fs, d, off, &mut reply))
         };
         match r {
             Ok(()) => reply.ok(),
@@ -51,7 +49,7 @@ impl CowFuse {
     ) -> std::result::Result<(), Errno> {
         for (n, next, name) in self.snapdir_entries(off)? {
             if is_dot(&name) {
-                let mut a = self.call("readdirplus", snapdir_attr)?;
+                let mut a = self.read_call("readdirplus", snapdir_attr)?;
                 a.ino = INodeNo(n.0);
                 if reply.add(
                     a.ino,

@@ -170,10 +170,33 @@ impl CowFuse {
         what: &str,
         f: impl FnOnce(&mut Fs) -> Result<T>,
     ) -> std::result::Result<T, Errno> {
-        let _gate = if IN_DATA.get() {
-            None
-        } else {
-            Some(self.gate.write().unwrap_or_else(PoisonError::into_inner))
+        self.run(what, false, f)
+    }
+
+    /// `call` for a request that changes nothing on disk (LOOKUP, GETATTR, READDIR,
+    /// READLINK, GETXATTR, STATFS, ...): it holds the gate shared, as a data request does,
+    /// so it waits neither for the copies in flight nor makes them wait; it still waits
+    /// for a commit, a clone or any other change, which hold the gate exclusive.
+    fn read_call<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Fs) -> Result<T>,
+    ) -> std::result::Result<T, Errno> {
+        self.run(what, true, f)
+    }
+
+    fn run<T>(
+        &self,
+        what: &str,
+        shared: bool,
+        f: impl FnOnce(&mut Fs) -> Result<T>,
+    ) -> std::result::Result<T, Errno> {
+        let gate = || self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let gate_shared = || self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let (_excl, _shared) = match (IN_DATA.get(), shared) {
+            (true, _) => (None, None),
+            (false, false) => (Some(gate()), None),
+            (false, true) => (None, Some(gate_shared())),
         };
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut fs = lock(&self.fs);
@@ -183,6 +206,7 @@ impl CowFuse {
             // A data request's steps never commit: other copies may be in flight.
             if r.is_ok()
                 && !IN_DATA.get()
+                && !shared
                 && let Err(e) = fs.commit_if_over(COMMIT_BYTES)
             {
                 log::error!("commit failed: {e}");

@@ -148,7 +148,7 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.vcall("readlink", ino(i), false, |fs, i| fs.readlink(i)) {
+        match self.vread("readlink", ino(i), |fs, i| fs.readlink(i)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
@@ -432,7 +432,7 @@ impl fuser::Filesystem for CowFuse {
             }
             return;
         }
-        let r = self.vcall("readdir", ino(i), false, |fs, d| {
+        let r = self.vread("readdir", ino(i), |fs, d| {
             let v = fs.view();
             fs.readdir(d, offset, &mut |n, next, kind, name| {
                 let n = n.in_view(v);
@@ -484,7 +484,7 @@ impl fuser::Filesystem for CowFuse {
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        match self.call("statfs", |fs| fs.statfs()) {
+        match self.read_call("statfs", |fs| fs.statfs()) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, 4096, 255, 4096,
             ),
@@ -515,9 +515,7 @@ impl fuser::Filesystem for CowFuse {
             reply.error(Errno::from_i32(crate::Error::NoAttr.errno()));
             return;
         }
-        let r = self.vcall("getxattr", ino(i), false, |fs, i| {
-            fs.getxattr(i, name.as_bytes())
-        });
+        let r = self.vread("getxattr", ino(i), |fs, i| fs.getxattr(i, name.as_bytes()));
         xattr_reply(reply, size, r);
     }
 
@@ -526,7 +524,7 @@ impl fuser::Filesystem for CowFuse {
             xattr_reply(reply, size, Ok(Vec::new()));
             return;
         }
-        let r = self.vcall("listxattr", ino(i), false, |fs, i| fs.listxattr(i));
+        let r = self.vread("listxattr", ino(i), |fs, i| fs.listxattr(i));
         xattr_reply(reply, size, r);
     }
 
@@ -644,12 +642,11 @@ impl fuser::Filesystem for CowFuse {
         let k = ino(i);
         let holes = matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE);
         let writer = holes
-            && (self.no_open
-                || self.vcall("lseek", k, false, |fs, i| Ok(fs.has_writer(i))) == Ok(true));
+            && (self.no_open || self.vread("lseek", k, |fs, i| Ok(fs.has_writer(i))) == Ok(true));
         let me = self.clone();
         let answer = move || {
             let maybe_dirty = writer && !me.kernel_write_back(k);
-            let r = me.vcall("lseek", k, false, |fs, i| {
+            let r = me.vread("lseek", k, |fs, i| {
                 let off = u64::try_from(offset).map_err(|_| crate::Error::NoSuchOffset)?;
                 fs.seek(i, off, whence, maybe_dirty)
             });

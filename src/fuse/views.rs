@@ -54,6 +54,32 @@ pub fn attr_of(fs: &mut Fs, n: Ino, i: &Inode) -> Result<FileAttr> {
     Ok(file_attr(fs.kino(n), i, pages))
 }
 
+/// Runs `f` in the view of kernel inode `k`, with `k`'s local number. `write`: the
+/// request changes something, so a read-only view answers EROFS.
+fn in_view<T>(
+    fs: &mut Fs,
+    k: Ino,
+    write: bool,
+    f: impl FnOnce(&mut Fs, Ino) -> Result<T>,
+) -> Result<T> {
+    if k == Ino::SNAPDIR {
+        return Err(if write {
+            Error::ReadOnly
+        } else {
+            Error::NotFound
+        });
+    }
+    let (v, ino) = k.split();
+    fs.enter(v)?;
+    let r = if write {
+        fs.check_view_writable().and_then(|()| f(fs, ino))
+    } else {
+        f(fs, ino)
+    };
+    fs.leave();
+    r
+}
+
 impl CowFuse {
     /// Runs `f` in the view of kernel inode `k`, with `k`'s local number. `write`: the
     /// request changes something, so a read-only view answers EROFS.
@@ -64,24 +90,17 @@ impl CowFuse {
         write: bool,
         f: impl FnOnce(&mut Fs, Ino) -> Result<T>,
     ) -> std::result::Result<T, Errno> {
-        self.call(what, |fs| {
-            if k == Ino::SNAPDIR {
-                return Err(if write {
-                    Error::ReadOnly
-                } else {
-                    Error::NotFound
-                });
-            }
-            let (v, ino) = k.split();
-            fs.enter(v)?;
-            let r = if write {
-                fs.check_view_writable().and_then(|()| f(fs, ino))
-            } else {
-                f(fs, ino)
-            };
-            fs.leave();
-            r
-        })
+        self.call(what, |fs| in_view(fs, k, write, f))
+    }
+
+    /// `vcall` for a request that changes nothing (see `read_call`).
+    pub(super) fn vread<T>(
+        &self,
+        what: &str,
+        k: Ino,
+        f: impl FnOnce(&mut Fs, Ino) -> Result<T>,
+    ) -> std::result::Result<T, Errno> {
+        self.read_call(what, |fs| in_view(fs, k, false, f))
     }
 
     /// Like `vcall` for requests naming two inodes, which must be in the same view
@@ -110,10 +129,10 @@ impl CowFuse {
     /// lookup, including `.snapshots` and the snapshots in it.
     pub(super) fn lookup_any(&self, parent: Ino, name: &[u8]) -> std::result::Result<Entry, Errno> {
         if reserved(parent, name) {
-            return self.call("lookup", |fs| Ok((snapdir_attr(fs)?, fs.generation())));
+            return self.read_call("lookup", |fs| Ok((snapdir_attr(fs)?, fs.generation())));
         }
         if parent == Ino::SNAPDIR {
-            return self.call("lookup", |fs| {
+            return self.read_call("lookup", |fs| {
                 let id = fs.snapshot_id(name)?;
                 fs.enter(id)?;
                 let r = fs
@@ -123,7 +142,7 @@ impl CowFuse {
                 r
             });
         }
-        self.vcall("lookup", parent, false, |fs, p| {
+        self.vread("lookup", parent, |fs, p| {
             let (n, i) = fs.lookup(p, name)?;
             entry_of(fs, n, &i)
         })
@@ -132,9 +151,9 @@ impl CowFuse {
     /// getattr, including `.snapshots`.
     pub(super) fn getattr_any(&self, k: Ino) -> std::result::Result<FileAttr, Errno> {
         if k == Ino::SNAPDIR {
-            return self.call("getattr", snapdir_attr);
+            return self.read_call("getattr", snapdir_attr);
         }
-        self.vcall("getattr", k, false, |fs, i| {
+        self.vread("getattr", k, |fs, i| {
             let inode = fs.getattr(i)?;
             attr_of(fs, i, &inode)
         })
@@ -145,7 +164,7 @@ impl CowFuse {
         &self,
         off: u64,
     ) -> std::result::Result<Vec<(Ino, u64, Vec<u8>)>, Errno> {
-        self.call("readdir", |fs| {
+        self.read_call("readdir", |fs| {
             let mut all = vec![(Ino::SNAPDIR, b".".to_vec()), (Ino::ROOT, b"..".to_vec())];
             for (id, name) in fs.snapshot_names() {
                 all.push((Ino::ROOT.in_view(id), name));
