@@ -751,7 +751,10 @@ if has_fs btrfs; then
         n=$((n + 1))
         [ "$(le "$(median "$k.cowfs")" "$(median "$k.btrfs")" 2)" = 1 ] || bad+=" $k"
     done
-    echo "AIM: within 2x of btrfs: $((n - $(wc -w <<<"$bad"))) of $n lines${bad:+ (not:$bad)}"
+    echo "AIM: within 2x of btrfs: $((n - $(wc -w <<<"$bad"))) of $n lines"
+    for k in $(tr ' ' '\n' <<<"$bad" | sort); do
+        echo "  not: $k ($(ratio "$(median "$k.cowfs")" "$(median "$k.btrfs")")x)"
+    done
 fi
 
 if has_fs cowfs && grep -qE 'WARN|ERROR' -- "$STORE/daemon.log"; then
