@@ -179,6 +179,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
     set +e
+    exec 1>&7 2>&8 # a trap runs with the redirections of the command it interrupted
     cd / || true
     [ "$rc" -ne 0 ] && [ -n "$WORK" ] && echo "bench: stopped (exit $rc); unmounting and removing $WORK" >&2
     if pid_alive "$BG_PID"; then kill -TERM "$BG_PID" 2>/dev/null; wait "$BG_PID" 2>/dev/null; fi
@@ -216,6 +217,7 @@ cleanup() {
     fi
     exit "$rc"
 }
+exec 7>&1 8>&2 # the script's own stdout and stderr, for cleanup
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
