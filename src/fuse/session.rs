@@ -177,13 +177,12 @@ fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::Join
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(step);
             waited += step;
-            if waited.as_secs() < secs.max(1) {
-                continue;
+            if waited.as_secs() >= secs.max(1) {
+                waited = Duration::ZERO;
+                background_commit(&fs, &mut reported);
             }
-            waited = Duration::ZERO;
-            background_commit(&fs, &mut reported);
+            punch_freed(&fs, &stop);
         }
-        punch_freed(&fs, &stop);
     })
 }
 
