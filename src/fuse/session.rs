@@ -200,7 +200,8 @@ fn punch_freed(fs: &Locked, stop: &AtomicBool) {
             fs.lock_only(|g| g.store().punch_freed(PUNCH_BUDGET))
         }));
         match r {
-            Ok(Ok(true)) => {}
+            // Let the requests waiting for the lock have it between two batches.
+            Ok(Ok(true)) => thread::sleep(Duration::from_millis(1)),
             Ok(Ok(false)) => return,
             Ok(Err(e)) => {
                 log::warn!("giving freed space back to the host: {e}");

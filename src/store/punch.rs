@@ -189,6 +189,7 @@ impl Store {
         }
         let mut seen = 0;
         let start = Instant::now();
+        let punched_before = self.punch.punched;
         while seen < budget.max(1) && (seen == 0 || start.elapsed() < PUNCH_TIME) {
             let Some((first, n)) = self.punch.pop() else {
                 break;
@@ -202,6 +203,12 @@ impl Store {
                 }
             };
             for (p, k) in free {
+                if start.elapsed() >= PUNCH_TIME && self.punch.punched > punched_before {
+                    // Out of time inside a run (single pages cost the most): the rest of
+                    // it waits for the next call.
+                    self.punch.runs.push_front((p, first + n - p));
+                    break;
+                }
                 if let Err(e) = self.dev.punch(p * PS, k * PS) {
                     log::warn!(
                         "giving freed pages back to the host failed; the store keeps its \
