@@ -200,7 +200,9 @@ impl Store {
 
     /// `alloc`; `reserve`: give a punched page its blocks back now. Data pages do not need
     /// it: their first write is a `pwrite` of the whole page, which reports a full host
-    /// disk as the write's own ENOSPC.
+    /// disk as the write's own ENOSPC. (They also leave the page's hole mark alone: a mark
+    /// that outlives the hole only costs a needless reservation later, while one cleared
+    /// by an allocation that is then undone would hide a hole.)
     fn alloc_page(&mut self, reserve: bool) -> Result<PageNo> {
         self.check_writable()?;
         self.dev.check_alloc()?;
@@ -213,7 +215,9 @@ impl Store {
         let mut from = start % GROUP_PAGES;
         for _ in 0..=groups {
             if let Some(p) = self.find_free_in(g, from)? {
-                self.unpunch(p, reserve)?;
+                if reserve {
+                    self.unpunch(p)?;
+                }
                 self.set_refcount(p, 1)?;
                 self.sb.cursor = p.0 + 1;
                 self.counters.allocs += 1;

@@ -145,15 +145,13 @@ impl Store {
         }
     }
 
-    /// Before page `p` is handed out: if it was punched while the store is open and
-    /// `reserve` is set (a metadata page), its blocks are reserved on the host again, so a
-    /// full host disk fails this allocation (ENOSPC, undone with its operation) rather
-    /// than the commit's write of the page to its home, which would leave the store
-    /// read-only. Pages punched before the store was opened are not known here; see
-    /// docs/ARCHITECTURE.md.
-    pub(super) fn unpunch(&mut self, p: PageNo, reserve: bool) -> Result<()> {
+    /// Before page `p` is handed out as a metadata page: if it was punched while the store
+    /// is open, its blocks are reserved on the host again, so a full host disk fails this
+    /// allocation (ENOSPC, undone with its operation) rather than the commit's write of
+    /// the page to its home, which would leave the store read-only. Pages punched before
+    /// the store was opened are not known here; see docs/ARCHITECTURE.md.
+    pub(super) fn unpunch(&mut self, p: PageNo) -> Result<()> {
         if self.punch.take_hole(p.0)
-            && reserve
             && let Err(e) = self.dev.reserve(p.0 * PS, PS)
         {
             self.punch.mark_holes(p.0, 1);
@@ -370,6 +368,27 @@ mod tests {
         assert_eq!(byte0(&s2, pages[3]), 0);
         assert_eq!(byte0(&s2, pages[4]), 5);
         assert!(!s2.punch_pending());
+    }
+
+    #[test]
+    fn only_metadata_allocations_take_a_hole_mark() {
+        let mut s = Store::create(Box::new(MemBackend::new()), Box::new(MemBackend::new()))
+            .expect("create");
+        let pages = filled(&mut s, 4);
+        for p in &pages {
+            s.decref(*p).expect("decref");
+        }
+        s.commit().expect("commit");
+        while s.punch_freed(8192).expect("punch") {}
+        s.sb.cursor = pages[0].0;
+        assert_eq!(s.alloc_data().expect("data"), pages[0]);
+        assert_eq!(s.alloc_meta(Kind::Blob).expect("meta"), pages[1]);
+        assert!(s.punch.take_hole(pages[0].0), "a data page keeps its mark");
+        assert!(
+            !s.punch.take_hole(pages[1].0),
+            "a metadata page took its mark"
+        );
+        assert!(s.punch.take_hole(pages[2].0));
     }
 
     fn blocks(f: &std::fs::File) -> u64 {
