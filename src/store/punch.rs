@@ -253,12 +253,12 @@ mod tests {
     use super::*;
     use crate::page::{CrashBackend, FileBackend, MemBackend, PAGE_SIZE};
 
-    /// `n` data pages, each filled with its own byte, committed.
+    /// `n` data pages, page `i` filled with byte `i % 250 + 1`, committed.
     fn filled(s: &mut Store, n: usize) -> Vec<PageNo> {
         let pages: Vec<PageNo> = (0..n)
             .map(|i| {
                 let p = s.alloc_data().expect("alloc");
-                s.write_data(p, 0, &[i as u8 + 1; PAGE_SIZE])
+                s.write_data(p, 0, &[(i % 250) as u8 + 1; PAGE_SIZE])
                     .expect("write");
                 p
             })
