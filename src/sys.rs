@@ -29,6 +29,24 @@ pub fn fallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
     check(unsafe { libc::fallocate(file.as_raw_fd(), 0, off as libc::off_t, len as libc::off_t) })
 }
 
+/// Gives the blocks of `off..off+len` of `file` back to the file system
+/// (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`): the range reads as zeros afterwards, also
+/// through a shared mapping of it, and the file keeps its length.
+pub fn punch_hole(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain system call on a descriptor we own; no memory is passed. The kernel
+    // removes the range from every mapping of the file, so no reference into a mapping
+    // dangles: the pages fault back in as zeros.
+    check(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            off as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+}
+
 /// Takes an exclusive, non-blocking flock on `file`; false if another process holds it.
 pub fn try_lock(file: &File) -> bool {
     // SAFETY: plain system call on a descriptor we own; no memory is passed.

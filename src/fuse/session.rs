@@ -107,6 +107,12 @@ impl Locked {
         f(&super::lock(&self.fs))
     }
 
+    /// `f` under the lock alone, able to change the store: only for steps that are safe
+    /// while data copies run (`punch_freed`).
+    fn lock_only<T>(&self, f: impl FnOnce(&mut Fs) -> T) -> T {
+        f(&mut super::lock(&self.fs))
+    }
+
     /// Writes the dirty pages back before a commit (see `CowFuse::write_back`).
     fn write_back(&self) {
         super::write_back(&self.fs);
@@ -171,13 +177,45 @@ fn spawn_committer(fs: Locked, secs: u64, stop: Arc<AtomicBool>) -> thread::Join
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(step);
             waited += step;
-            if waited.as_secs() < secs.max(1) {
-                continue;
+            if waited.as_secs() >= secs.max(1) {
+                waited = Duration::ZERO;
+                background_commit(&fs, &mut reported);
             }
-            waited = Duration::ZERO;
-            background_commit(&fs, &mut reported);
+            punch_freed(&fs, &stop);
         }
     })
+}
+
+/// Pages punched per hold of the lock: 32 MiB, a few milliseconds of fallocate at most.
+const PUNCH_BUDGET: u64 = 8192;
+
+/// Gives the pages the last commits freed back to the host, one batch per hold of the lock
+/// alone: not the gate, so data copies go on meanwhile. That is safe because only pages
+/// with count 0 are punched, and no copy can be in flight to one (see docs/ARCHITECTURE.md,
+/// "Giving space back to the host"). Runs every tick of the committer, so the space is back
+/// within 100 ms of any commit (fsync, reclaimer, a request's) that freed it.
+fn punch_freed(fs: &Locked, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            fs.lock_only(|g| g.store().punch_freed(PUNCH_BUDGET))
+        }));
+        match r {
+            // Let the requests waiting for the lock have it between two batches.
+            Ok(Ok(true)) => thread::sleep(Duration::from_millis(1)),
+            Ok(Ok(false)) => return,
+            Ok(Err(e)) => {
+                log::warn!("giving freed space back to the host: {e}");
+                return;
+            }
+            Err(p) => {
+                log::error!(
+                    "giving freed space back to the host: internal error (panic caught): {}",
+                    panic_text(&*p)
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// References the reclaimer drops per step under the lock: a few milliseconds of work, so

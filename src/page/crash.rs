@@ -103,6 +103,19 @@ impl Backend for CrashBackend {
         Ok(())
     }
 
+    /// Zero-fills the live bytes; the durable image keeps the old ones until a sync, as a
+    /// host file system may lose a punch that no sync made durable.
+    fn can_punch(&self) -> bool {
+        true
+    }
+
+    fn punch(&mut self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len as usize, self.len())?;
+        let o = off as usize;
+        self.live[o..o + len as usize].fill(0);
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<()> {
         *self
             .durable

@@ -124,6 +124,18 @@ impl Backend for FaultBackend {
         self.inner.sync()
     }
 
+    fn can_punch(&self) -> bool {
+        self.inner.can_punch()
+    }
+
+    fn punch(&mut self, off: u64, len: u64) -> Result<()> {
+        self.inner.punch(off, len)
+    }
+
+    fn reserve(&mut self, off: u64, len: u64) -> Result<()> {
+        self.inner.reserve(off, len)
+    }
+
     fn check_alloc(&self) -> Result<()> {
         self.faults.alloc()
     }

@@ -42,6 +42,22 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    fn can_punch(&self) -> bool {
+        true
+    }
+
+    fn punch(&mut self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len as usize, self.len)?;
+        crate::sys::punch_hole(&self.file, off, len)?;
+        Ok(())
+    }
+
+    fn reserve(&mut self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len as usize, self.len)?;
+        crate::sys::fallocate(&self.file, off, len)?;
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<()> {
         self.file.sync_data()?;
         Ok(())

@@ -52,6 +52,18 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    /// Zero-fills: memory has no holes, but the bytes read as a punched range reads.
+    fn can_punch(&self) -> bool {
+        true
+    }
+
+    fn punch(&mut self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len as usize, self.len())?;
+        let o = off as usize;
+        self.bytes[o..o + len as usize].fill(0);
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }

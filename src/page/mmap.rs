@@ -164,6 +164,24 @@ impl Backend for MmapBackend {
         }
     }
 
+    fn can_punch(&self) -> bool {
+        true
+    }
+
+    fn punch(&mut self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len as usize, self.len)?;
+        // Legal under the shared mapping: the kernel unmaps the range and it faults back
+        // in as zeros. Pages of it in `touched` are merely trimmed again later.
+        crate::sys::punch_hole(&self.file, off, len)?;
+        Ok(())
+    }
+
+    fn reserve(&mut self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len as usize, self.len)?;
+        crate::sys::fallocate(&self.file, off, len)?;
+        Ok(())
+    }
+
     fn data_io(&self) -> Option<super::DataIo> {
         Some(self.io.clone())
     }

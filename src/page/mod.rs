@@ -65,6 +65,23 @@ pub trait Backend: Send + Sync {
     fn data_io(&self) -> Option<DataIo> {
         None
     }
+    /// True when `punch` gives bytes back to the host (or, in tests, zeroes them): the
+    /// store then keeps a list of freed runs to punch. False (the default): it keeps none.
+    fn can_punch(&self) -> bool {
+        false
+    }
+    /// Gives the bytes of `off..off+len` (whole pages, inside `len()`) back to the host:
+    /// they read as zeros afterwards and take no space on the host's disk. The length does
+    /// not change. The default does nothing: a backend that cannot says so in `can_punch`.
+    fn punch(&mut self, _off: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Gives `off..off+len` its blocks on the host again after a `punch`, so a full host
+    /// disk is an error now rather than when the bytes are written (a write through a
+    /// mapping into a hole of a full disk would be SIGBUS). The default does nothing.
+    fn reserve(&mut self, _off: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
     /// Asked by the store before each page allocation: an error fails the allocation (a
     /// test backend injects ENOSPC here; real devices always agree).
     fn check_alloc(&self) -> Result<()> {

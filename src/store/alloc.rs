@@ -180,18 +180,30 @@ impl Store {
         Ok(true)
     }
 
-    /// Turns this transaction's pending frees into free pages (called by commit).
-    pub(super) fn release_pending(&mut self) -> Result<()> {
+    /// Turns this transaction's pending frees into free pages (called by commit), and
+    /// returns them.
+    pub(super) fn release_pending(&mut self) -> Result<Vec<PageNo>> {
         let pending = std::mem::take(&mut self.pending);
-        for p in pending {
-            self.set_refcount(p, 0)?;
-            self.forget_page(p);
+        for p in &pending {
+            self.set_refcount(*p, 0)?;
+            self.forget_page(*p);
         }
-        Ok(())
+        Ok(pending)
     }
 
-    /// Allocates one page with a count of 1. Its content is undefined until written.
+    /// Allocates one page with a count of 1. Its content is undefined until written (a
+    /// punched page reads as zeros). Its blocks on the host are reserved, as metadata
+    /// pages need: they reach their home only after the commit point.
     pub fn alloc(&mut self) -> Result<PageNo> {
+        self.alloc_page(true)
+    }
+
+    /// `alloc`; `reserve`: give a punched page its blocks back now. Data pages do not need
+    /// it: their first write is a `pwrite` of the whole page, which reports a full host
+    /// disk as the write's own ENOSPC. (They also leave the page's hole mark alone: a mark
+    /// that outlives the hole only costs a needless reservation later, while one cleared
+    /// by an allocation that is then undone would hide a hole.)
+    fn alloc_page(&mut self, reserve: bool) -> Result<PageNo> {
         self.check_writable()?;
         self.dev.check_alloc()?;
         if self.sb.free_pages == 0 {
@@ -203,6 +215,9 @@ impl Store {
         let mut from = start % GROUP_PAGES;
         for _ in 0..=groups {
             if let Some(p) = self.find_free_in(g, from)? {
+                if reserve {
+                    self.unpunch(p)?;
+                }
                 self.set_refcount(p, 1)?;
                 self.sb.cursor = p.0 + 1;
                 self.counters.allocs += 1;
@@ -272,7 +287,7 @@ impl Store {
         if self.sb.free_pages <= self.reserve() {
             self.grow(self.grow_step())?;
         }
-        self.alloc()
+        self.alloc_page(false)
     }
 
     fn grow_step(&self) -> u64 {

@@ -7,6 +7,7 @@ pub mod dir;
 pub mod journal;
 pub mod layout;
 mod meta;
+mod punch;
 pub mod superblock;
 
 pub use dir::{StoreDir, open_dir};
@@ -64,6 +65,8 @@ pub struct Store {
     failed: bool,
     /// Set while a commit's steps run: still set afterwards means a panic cut one short.
     in_commit: bool,
+    /// Freed runs to give back to the host (`punch_freed`).
+    punch: punch::PunchQueue,
 }
 
 impl Store {
@@ -89,6 +92,7 @@ impl Store {
                 "store file is empty or truncated (no superblock)".into(),
             ));
         }
+        let mut replayed = Vec::new();
         if let Some(rec) = journal.read()? {
             // Every image is checked before any is written home (`Record::check`).
             let rsb = rec.check()?;
@@ -109,6 +113,14 @@ impl Store {
                 dev.write(p.0 * PS, &buf[..])?;
             }
             dev.sync()?;
+            // The groups whose counts the record changed: the commit may have freed pages
+            // there and the crash may have come before they were punched.
+            replayed = rec
+                .pages
+                .iter()
+                .filter(|(p, _)| p.0 % layout::GROUP_PAGES == 1)
+                .map(|(p, _)| layout::group_of(*p))
+                .collect();
         }
         let sb = Superblock::decode(&dev.view(0, PAGE_SIZE)?)?;
         // `decode` bounds `groups`, so this product cannot wrap.
@@ -137,11 +149,15 @@ impl Store {
             }
             dev.set_len(want)?;
         }
-        Ok(Store::assemble(dev, journal, sb))
+        let mut s = Store::assemble(dev, journal, sb);
+        s.queue_groups(replayed);
+        Ok(s)
     }
 
     fn assemble(dev: Box<dyn Backend>, journal: Journal, sb: Superblock) -> Store {
+        let punch = punch::PunchQueue::new(dev.can_punch());
         Store {
+            punch,
             dev,
             journal,
             sb,
@@ -397,7 +413,7 @@ impl Store {
     }
 
     fn commit_steps(&mut self) -> Result<()> {
-        self.release_pending()?;
+        let freed = self.release_pending()?;
         self.sb.seq += 1;
         let mut page0 = Box::new([0u8; PAGE_SIZE]);
         self.sb.encode(&mut page0[..]);
@@ -422,6 +438,8 @@ impl Store {
         }
         self.data_dirty = false;
         self.shrunk.clear();
+        // Free on disk now (the record is durable): their bytes may go back to the host.
+        self.queue_freed(freed);
         self.counters.commits += 1;
         log::debug!("commit {} done", self.sb.seq);
         Ok(())
@@ -430,6 +448,9 @@ impl Store {
     /// Commits, makes the home writes durable and retires the journal record.
     pub fn close(&mut self) -> Result<()> {
         self.commit()?;
+        // What the last commits freed goes back to the host before the journal record that
+        // would have it punched again at the next open is retired.
+        while self.punch_freed(u64::MAX)? {}
         self.dev.sync()?;
         self.journal.clear()
     }
