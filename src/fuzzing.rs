@@ -91,11 +91,19 @@ fn map_node(data: &[u8]) -> Result<()> {
 }
 
 fn inode_page(data: &[u8]) -> Result<()> {
+    use crate::ns::itable::{Layout, checked_records};
     let b = page(data);
-    for (_, i) in crate::ns::itable::checked_records(PageNo(7), &b[..])? {
+    // The same bytes as a page of both formats' layouts (format 2 holds inline data).
+    let v1 = checked_records(Layout::V1, PageNo(7), &b[..]);
+    for (_, i) in checked_records(Layout::V2, PageNo(7), &b[..])?
+        .into_iter()
+        .chain(v1?)
+    {
         for t in [i.atime, i.mtime, i.ctime, i.crtime] {
             let _ = t.to_system();
         }
+        // A checked record's inline data is exactly its size.
+        assert!(i.inline.as_ref().is_none_or(|d| d.len() as u64 == i.size));
     }
     Ok(())
 }
