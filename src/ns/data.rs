@@ -345,7 +345,9 @@ impl Fs {
             shared = (pages * PS).min(len);
         }
         let now = Time::now();
-        di.size = di.size.max(off_out + shared);
+        if shared > 0 {
+            di.size = di.size.max(off_out + shared);
+        }
         di.mtime = now;
         di.ctime = now;
         self.put(dst, &di)?;

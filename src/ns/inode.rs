@@ -349,6 +349,42 @@ mod tests {
     }
 
     #[test]
+    fn inline_bytes_roundtrip_and_are_checked() {
+        let cap = INODE_SIZE_V2 - INODE_FIXED;
+        let i = Inode {
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            size: 3,
+            inline: Some(b"abc".to_vec()),
+            ..Default::default()
+        };
+        let mut b = vec![0u8; INODE_SIZE_V2];
+        i.encode(&mut b);
+        assert_eq!(Inode::decode(&b), Some(i.clone()));
+        let ok = Inode::decode_checked(PageNo(4), &b, 0, INODE_SIZE_V2, cap);
+        assert_eq!(ok.expect("checked"), Some(i.clone()));
+        // A format-1 store holds nothing inline.
+        assert!(Inode::decode_checked(PageNo(4), &b[..INODE_SIZE], 0, INODE_SIZE, 0).is_err());
+        let corrupt = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut c = b.clone();
+            f(&mut c);
+            Inode::decode_checked(PageNo(4), &c, 0, INODE_SIZE_V2, cap).is_err()
+        };
+        assert!(
+            corrupt(&|c| put64(c, 24, cap as u64 + 1)),
+            "past the capacity"
+        );
+        assert!(corrupt(&|c| put64(c, 24, 0)), "inline and empty");
+        assert!(corrupt(&|c| c[INODE_FIXED + 3] = 1), "a byte past the size");
+        assert!(corrupt(&|c| c[OFF_FLAGS] |= 2), "an unknown flag");
+        assert!(corrupt(&|c| c[104] = 1), "inline and a map");
+        assert!(
+            corrupt(&|c| put32(c, 0, libc::S_IFDIR | 0o755)),
+            "a directory"
+        );
+    }
+
+    #[test]
     fn check_rejects_out_of_range_fields() {
         let good = Inode {
             mode: libc::S_IFDIR | 0o755,
