@@ -321,3 +321,79 @@ fn format_1_and_2_stores_on_a_mount() {
     }
     m.umount_and_fsck_clean();
 }
+
+/// Every allocation and every write failing in turn inside writes that move an inline file
+/// to pages (and a truncate that does): the failed operation leaves the file inline with
+/// its bytes, the store clean, and the step works once the faults stop.
+#[test]
+fn a_failed_move_to_pages_leaves_the_file_inline() {
+    use cowfs::page::{FaultBackend, Faults};
+    let faults = Faults::new();
+    let dev = FaultBackend::new(Box::new(MemBackend::new()), faults.clone());
+    let s = Store::create(Box::new(dev), Box::new(MemBackend::new())).expect("store");
+    let mut fs = Fs::new(s, None).expect("fs");
+    let a = file(&mut fs, Ino::ROOT, "a");
+    let small: Vec<u8> = (1..=200u8).collect();
+    fs.write(a, 0, &small).expect("write");
+    fs.sync().expect("sync");
+    type Step = fn(&mut Fs, Ino) -> cowfs::Result<()>;
+    let steps: [(&str, Step); 3] = [
+        ("grow past the capacity", |fs, a| {
+            fs.write(a, 300, &[9u8; 5000]).map(|_| ())
+        }),
+        ("whole pages", |fs, a| {
+            fs.write(a, 0, &[5u8; 8192]).map(|_| ())
+        }),
+        ("truncate up", |fs, a| {
+            let t = SetAttr {
+                size: Some(10_000),
+                ..Default::default()
+            };
+            fs.setattr(Ctx::ROOT, a, &t).map(|_| ())
+        }),
+    ];
+    for (what, step) in steps {
+        for io in [false, true] {
+            for n in 1.. {
+                if io {
+                    faults.fail_io(n);
+                } else {
+                    faults.fail_alloc(n);
+                }
+                fs.begin_op();
+                let r = step(&mut fs, a);
+                fs.end_op(r.is_ok());
+                let fired = faults.fired();
+                faults.disarm();
+                if !fired {
+                    assert!(r.is_ok(), "{what}: {r:?} with no fault");
+                    // Put the file back as it was for the next step.
+                    truncate(&mut fs, a, 0);
+                    fs.write(a, 0, &small).expect("write");
+                    break;
+                }
+                if r.is_ok() {
+                    // A write whose later page failed reports the bytes before it, like
+                    // write(2): what it reports is there, and the store is clean.
+                    assert!(
+                        what != "truncate up",
+                        "fault {n} fired but truncate succeeded"
+                    );
+                    assert!(
+                        read_all(&mut fs, a).len() > small.len(),
+                        "{what}, fault {n}"
+                    );
+                    clean(&mut fs);
+                    truncate(&mut fs, a, 0);
+                    fs.write(a, 0, &small).expect("write");
+                    continue;
+                }
+                let i = fs.getattr(a).expect("stat");
+                assert!(i.is_inline(), "{what}, fault {n}: still inline");
+                assert_eq!(read_all(&mut fs, a), small, "{what}, fault {n}");
+                clean(&mut fs);
+            }
+        }
+    }
+    clean(&mut fs);
+}

@@ -238,11 +238,13 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Error::TooBig);
         }
-        if !data.is_empty() && self.fits_inline(&i, end.max(i.size)) {
-            return self.write_inline(ino, i, off, data, opts);
+        if !data.is_empty() {
+            if self.fits_inline(&i, end.max(i.size)) {
+                return self.write_inline(ino, i, off, data, opts);
+            }
+            // Past the inline capacity the bytes move to a page, then the page path goes on.
+            self.uninline(&mut i)?;
         }
-        // Past the inline capacity the bytes move to a page, then the page path goes on.
-        self.uninline(&mut i)?;
         let mut plan = WritePlan {
             ino,
             off,
