@@ -397,3 +397,39 @@ fn a_failed_move_to_pages_leaves_the_file_inline() {
     }
     clean(&mut fs);
 }
+
+/// A symlink target that fits the record stays there; a longer one takes a blob page.
+/// A tree clone copies both; fsck is clean.
+#[test]
+fn short_symlink_targets_are_inline() {
+    let mut fs = fs_of_version(2);
+    let (d, _) = fs
+        .mknod(Ctx::ROOT, Ino::ROOT, b"d", libc::S_IFDIR | 0o755, 0)
+        .expect("mkdir");
+    // The directory's first entry takes its block (and map node) first.
+    file(&mut fs, d, "f");
+    let base = used_pages(&mut fs);
+    let short = b"../some/where/else".to_vec();
+    let long = vec![b'x'; 1000];
+    let (s1, i1) = fs.symlink(Ctx::ROOT, d, b"short", &short).expect("symlink");
+    assert!(i1.is_inline());
+    assert_eq!(used_pages(&mut fs), base, "no page for a short target");
+    let (s2, i2) = fs.symlink(Ctx::ROOT, d, b"long", &long).expect("symlink");
+    assert!(!i2.is_inline());
+    assert_eq!(fs.readlink(s1).expect("readlink"), short);
+    assert_eq!(fs.readlink(s2).expect("readlink"), long);
+    let opts = CloneOpts {
+        recursive: true,
+        ..Default::default()
+    };
+    fs.clone_path(&root(), b"d", d, Ino::ROOT, b"e", opts)
+        .expect("clone -r");
+    let (e, _) = fs.lookup(Ino::ROOT, b"e").expect("lookup");
+    let (c1, _) = fs.lookup(e, b"short").expect("lookup");
+    let (c2, _) = fs.lookup(e, b"long").expect("lookup");
+    assert_eq!(fs.readlink(c1).expect("readlink"), short);
+    assert_eq!(fs.readlink(c2).expect("readlink"), long);
+    fs.unlink(d, b"short").expect("unlink");
+    assert_eq!(fs.readlink(c1).expect("readlink"), short);
+    clean(&mut fs);
+}

@@ -111,9 +111,9 @@ pub struct Inode {
     pub entries: u64,
     /// Directories: the parent directory.
     pub parent: u64,
-    /// Regular files of a format-2 store: the file's bytes (exactly `size` of them, 1 up
-    /// to the record's inline capacity), kept in the record instead of data pages; the
-    /// map is then empty. `None` for every other inode.
+    /// Regular files and symlinks of a format-2 store: the file's bytes or the target
+    /// (exactly `size` of them, 1 up to the record's inline capacity), kept in the record
+    /// instead of pages; the map is then empty. `None` for every other inode.
     pub inline: Option<Vec<u8>>,
 }
 
@@ -188,14 +188,17 @@ impl Inode {
             .map_err(|why| Error::corrupt(p.0, format!("inode record: {why}")))
     }
 
-    /// The inline part of `check`: inline data only in a regular file without a map, of
-    /// 1..=`cap` bytes, exactly its size (fsck asks this of records it reads unchecked).
+    /// The inline part of `check`: inline data only in a regular file or a symlink without
+    /// a map, of 1..=`cap` bytes, exactly its size (fsck asks this of records it reads
+    /// unchecked).
     pub fn check_inline(&self, cap: usize) -> std::result::Result<(), String> {
         let Some(d) = &self.inline else {
             return Ok(());
         };
-        if !self.is_file() || self.map.depth != 0 {
-            return Err("inline data in an inode that is not a file without pages".into());
+        if !(self.is_file() || self.is_symlink()) || self.map.depth != 0 {
+            return Err(
+                "inline data in an inode that is not a file or symlink without pages".into(),
+            );
         }
         if self.size == 0 || self.size > cap as u64 || d.len() as u64 != self.size {
             return Err(format!(
