@@ -146,9 +146,9 @@ impl Fs {
     }
 
     /// Sets the size: shrinking drops pages past the end and zeroes the tail of the last.
-    /// An inline file stays inline while the size fits;
-    /// past the capacity its bytes move to a page first. A shrunk file with pages keeps
-    /// them (it does not move back inline); a size of 0 frees everything.
+    /// An inline file stays inline while the size fits; past the capacity its bytes move
+    /// to a page first. A shrunk file with pages keeps them (it does not move back
+    /// inline); a size of 0 frees everything.
     pub(super) fn truncate(&mut self, i: &mut Inode, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
             return Err(Error::TooBig);

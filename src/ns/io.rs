@@ -187,7 +187,9 @@ impl Fs {
             plan.inline = Some(d[a..b].to_vec());
             plan.len = b - a;
         }
-        for (idx, in_page, n) in pieces(off, len).filter(|_| !i.is_inline()) {
+        // An inline file has no pages: the plan carries its bytes (above).
+        let paged = if i.is_inline() { 0 } else { len };
+        for (idx, in_page, n) in pieces(off, paged) {
             let p = i.map.get(&mut self.store, idx)?;
             let from = if p.is_zero() {
                 None
