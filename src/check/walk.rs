@@ -3,11 +3,10 @@
 //! and pruned (treated as holes), never followed.
 
 use crate::ids::{Ino, PageNo, SnapId};
-use crate::ns::inode::{INODE_SIZE, Inode};
+use crate::ns::inode::Inode;
 use crate::ns::itable;
 use crate::object::MAX_DEPTH;
 use crate::object::{MapRoot, node};
-use crate::store::layout::META_HEADER;
 use crate::store::{Kind, Store};
 use std::collections::{HashMap, HashSet};
 
@@ -174,19 +173,21 @@ impl Walk {
         if !first {
             return true;
         }
+        let layout = itable::Layout::of(s);
         let read = s.with_meta(p, kind, |b| {
             if kind != Kind::Inodes {
                 return Vec::new();
             }
-            (0..itable::PER_PAGE as usize)
-                .filter_map(|k| Inode::decode(&b[META_HEADER + k * INODE_SIZE..]).map(|i| (k, i)))
-                .collect()
+            itable::records(layout, b)
         });
         match read {
             Ok(found) => {
                 for (k, i) in found {
-                    self.inodes
-                        .insert(Ino(idx * itable::PER_PAGE + k as u64), i);
+                    if let Err(why) = i.check_inline(layout.cap) {
+                        self.problems
+                            .push(format!("inode page {}, record {k}: {why}", p.0));
+                    }
+                    self.inodes.insert(Ino(idx * layout.per_page + k as u64), i);
                 }
                 true
             }

@@ -37,6 +37,9 @@ pub enum Cmd {
         /// Largest size the store may grow to (e.g. 500M, 20G); writes past it get ENOSPC.
         #[arg(long, value_parser = parse_size)]
         max_size: Option<u64>,
+        /// Make a store of an older format version (1: no inline data), for tests.
+        #[arg(long, hide = true)]
+        format_version: Option<u32>,
     },
     /// Mount the store STORE at MOUNTPOINT (creating the store if STORE is missing or empty).
     Mount {
@@ -201,7 +204,11 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 fn run_cmd(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Mkfs { store, max_size } => mkfs(&store, max_size),
+        Cmd::Mkfs {
+            store,
+            max_size,
+            format_version,
+        } => mkfs(&store, max_size, format_version),
         Cmd::Mount {
             store,
             mountpoint,
@@ -304,7 +311,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is not a size (try 500M or 20G)"))
 }
 
-fn mkfs(store: &Path, max_size: Option<u64>) -> Result<()> {
+fn mkfs(store: &Path, max_size: Option<u64>, version: Option<u32>) -> Result<()> {
     if store.join(crate::store::dir::PAGES_FILE).exists() {
         return Err(Error::BadStore(format!(
             "{}: already a cowfs store",
@@ -312,8 +319,13 @@ fn mkfs(store: &Path, max_size: Option<u64>) -> Result<()> {
         )));
     }
     let mut d = open_dir(store, true)?;
+    if let Some(v) = version {
+        d.store.set_format_version(v)?;
+    }
     if let Some(m) = max_size {
         d.store.set_max_size(m)?;
+    }
+    if version.is_some() || max_size.is_some() {
         d.store.close()?;
     }
     println!("cowfs: created store {}", store.display());

@@ -27,7 +27,13 @@ pub fn file_attr(ino: Ino, i: &Inode, pages: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino.0),
         size: i.size,
-        blocks: pages * 8,
+        // Inline bytes take no page: their own size in 512-byte units (never 0 for a
+        // file with data, or `cp` takes it for sparse).
+        blocks: if i.is_inline() {
+            i.size.div_ceil(512)
+        } else {
+            pages * 8
+        },
         atime: i.atime.to_system(),
         mtime: i.mtime.to_system(),
         ctime: i.ctime.to_system(),

@@ -177,6 +177,8 @@ impl Fs {
             ..Default::default()
         };
         ni.map = si.map.share(&mut self.store)?;
+        // Inline bytes are copied with the record (at most a few hundred of them).
+        ni.inline = si.inline.clone();
         let ino = self.alloc_ino()?;
         self.put(ino, &ni)?;
         let mut inv = Invalidate::default();
@@ -361,16 +363,26 @@ impl Fs {
         if src == dst && src_off < dst_end && dst_off < end {
             return Err(Error::Invalid("overlapping ranges in one file"));
         }
-        let from = if src == dst { None } else { Some(&si.map) };
-        di.map.clone_range(
-            &mut self.store,
-            from,
-            src_off / PS,
-            dst_off / PS,
-            len.div_ceil(PS),
-        )?;
-        let now = Time::now();
         let old_size = di.size;
+        if let Some(d) = &si.inline {
+            // No pages to share: the bytes are copied (a destination that grows past the
+            // inline capacity moves to pages on the way).
+            let a = (src_off as usize).min(d.len());
+            let b = (end as usize).min(d.len());
+            self.write(dst, dst_off, &d[a..b])?;
+            di = self.get(dst)?;
+        } else {
+            self.uninline(&mut di)?;
+            let from = if src == dst { None } else { Some(&si.map) };
+            di.map.clone_range(
+                &mut self.store,
+                from,
+                src_off / PS,
+                dst_off / PS,
+                len.div_ceil(PS),
+            )?;
+        }
+        let now = Time::now();
         di.size = di.size.max(dst_end);
         di.mtime = now;
         di.ctime = now;

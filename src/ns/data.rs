@@ -111,10 +111,54 @@ impl Fs {
         Ok(())
     }
 
+    /// Bytes of file data an inode record of this store holds inline (0 in a format-1
+    /// store, which never inlines).
+    pub(super) fn inline_cap(&self) -> u64 {
+        super::itable::Layout::of(&self.store).cap as u64
+    }
+
+    /// True when file `i` may keep `size` bytes inline: the store inlines, and the file is
+    /// inline already or has no pages (an empty or all-hole file without a map).
+    pub(super) fn fits_inline(&self, i: &Inode, size: u64) -> bool {
+        (i.is_inline() || i.map.depth == 0) && size <= self.inline_cap()
+    }
+
+    /// Gives the file `size` bytes kept inline (`size` at most the capacity: see
+    /// `fits_inline`): cut or zero-extended; 0 bytes are no inline data at all.
+    pub(super) fn resize_inline(i: &mut Inode, size: u64) {
+        let mut d = i.inline.take().unwrap_or_default();
+        // A file without a map had only holes: zeros, as `resize` fills.
+        d.resize(size as usize, 0);
+        i.inline = (size > 0).then_some(d);
+        i.size = size;
+    }
+
+    /// Moves an inline file's bytes to a data page (index 0 of its map), so that the page
+    /// machinery (growth past the capacity, fallocate, clones of ranges) takes over. A
+    /// file whose bytes are all zero gets a hole.
+    pub(super) fn uninline(&mut self, i: &mut Inode) -> Result<()> {
+        if let Some(d) = i.inline.take()
+            && d.iter().any(|&b| b != 0)
+        {
+            i.map.write_data(&mut self.store, 0, 0, &d)?;
+        }
+        Ok(())
+    }
+
     /// Sets the size: shrinking drops pages past the end and zeroes the tail of the last.
+    /// An inline file stays inline while the size fits; past the capacity its bytes move
+    /// to a page first. A shrunk file with pages keeps them (it does not move back
+    /// inline); a size of 0 frees everything.
     pub(super) fn truncate(&mut self, i: &mut Inode, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
             return Err(Error::TooBig);
+        }
+        if i.is_inline() {
+            if self.fits_inline(i, size) {
+                Self::resize_inline(i, size);
+                return Ok(());
+            }
+            self.uninline(i)?;
         }
         if size < i.size {
             let keep = size.div_ceil(PS);
@@ -161,11 +205,28 @@ impl Fs {
         }
         let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
         let inside = len.min(i.size.saturating_sub(off));
-        match mode & !FALLOC_FL_KEEP_SIZE {
-            0 => self.allocate(&mut i, off, len)?,
-            FALLOC_FL_PUNCH_HOLE if keep => self.punch(&mut i, off, inside)?,
-            FALLOC_FL_ZERO_RANGE => self.punch(&mut i, off, inside)?,
+        let zeroing = match mode & !FALLOC_FL_KEEP_SIZE {
+            0 => false,
+            FALLOC_FL_PUNCH_HOLE if keep => true,
+            FALLOC_FL_ZERO_RANGE => true,
             _ => return Err(Error::Unsupported),
+        };
+        let new_size = if !keep && end > i.size { end } else { i.size };
+        if i.is_inline() && zeroing && self.fits_inline(&i, new_size) {
+            if let Some(d) = i.inline.as_mut() {
+                let a = (off as usize).min(d.len());
+                let b = ((off + inside) as usize).min(d.len());
+                d[a..b].fill(0);
+            }
+            Self::resize_inline(&mut i, new_size);
+        } else {
+            // Allocating is what pages are for; a range past the capacity needs them too.
+            self.uninline(&mut i)?;
+            if zeroing {
+                self.punch(&mut i, off, inside)?;
+            } else {
+                self.allocate(&mut i, off, len)?;
+            }
         }
         let now = Time::now();
         if mode != 0 || (!keep && end > i.size) {
@@ -224,6 +285,9 @@ impl Fs {
         }
         let cautious = maybe_dirty && i.is_file();
         match whence {
+            // An inline file is data from start to end.
+            libc::SEEK_DATA if i.is_inline() => Ok(off),
+            libc::SEEK_HOLE if i.is_inline() => Ok(i.size),
             libc::SEEK_DATA if cautious => Ok(off),
             libc::SEEK_HOLE if cautious => Ok(i.size),
             libc::SEEK_DATA => {
@@ -266,11 +330,15 @@ impl Fs {
             return Err(Error::Invalid("overlapping ranges in one file"));
         }
         let mut shared = 0;
-        if off_in.is_multiple_of(PS) && off_out.is_multiple_of(PS) {
+        // An inline source has no pages to share: its bytes are copied below.
+        if off_in.is_multiple_of(PS) && off_out.is_multiple_of(PS) && !si.is_inline() {
             let mut pages = len / PS;
             // The source's last partial page can be shared when it also ends the target.
             if !len.is_multiple_of(PS) && off_in + len == si.size && end_out >= di.size {
                 pages += 1;
+            }
+            if pages > 0 {
+                self.uninline(&mut di)?;
             }
             let from = if src == dst { None } else { Some(&si.map) };
             di.map
@@ -278,7 +346,9 @@ impl Fs {
             shared = (pages * PS).min(len);
         }
         let now = Time::now();
-        di.size = di.size.max(off_out + shared);
+        if shared > 0 {
+            di.size = di.size.max(off_out + shared);
+        }
         di.mtime = now;
         di.ctime = now;
         self.put(dst, &di)?;

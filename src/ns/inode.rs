@@ -1,4 +1,5 @@
-//! The inode record: 256 bytes inside an inode-table page.
+//! The inode record inside an inode-table page: 256 bytes in a format-1 store, 576 in a
+//! format-2 store, whose records carry a small file's bytes inline after the fixed fields.
 
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
@@ -6,8 +7,16 @@ use crate::object::{MAX_DEPTH, MapRoot};
 use crate::store::layout::{get32, get64, put32, put64};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Bytes per inode record.
+/// Bytes per inode record in a format-1 store.
 pub const INODE_SIZE: usize = 256;
+/// Bytes per inode record in a format-2 store: the fixed fields, then inline data.
+pub const INODE_SIZE_V2: usize = 576;
+/// Bytes of fixed fields at the start of a record; inline data follows them.
+pub const INODE_FIXED: usize = 160;
+/// Offset of the flags byte.
+const OFF_FLAGS: usize = 105;
+/// Flag: the file's bytes are in the record (`Inode::inline`), its map is empty.
+const FLAG_INLINE: u8 = 1;
 
 /// The largest nanosecond field.
 const NSEC_MAX: u32 = 999_999_999;
@@ -108,6 +117,10 @@ pub struct Inode {
     pub entries: u64,
     /// Directories: the parent directory.
     pub parent: u64,
+    /// Regular files and symlinks of a format-2 store: the file's bytes or the target
+    /// (exactly `size` of them, 1 up to the record's inline capacity), kept in the record
+    /// instead of pages; the map is then empty. `None` for every other inode.
+    pub inline: Option<Vec<u8>>,
 }
 
 impl Inode {
@@ -131,9 +144,15 @@ impl Inode {
         self.file_type() == libc::S_IFLNK
     }
 
-    /// Encodes into a 256-byte slot.
+    /// True when the file's bytes are in its record.
+    pub fn is_inline(&self) -> bool {
+        self.inline.is_some()
+    }
+
+    /// Encodes into a record slot (the whole of `b`: 256 or 576 bytes). The caller has
+    /// checked that inline bytes fit (`itable::put_in`); any that do not are cut off.
     pub fn encode(&self, b: &mut [u8]) {
-        b[..INODE_SIZE].fill(0);
+        b.fill(0);
         put32(b, 0, self.mode);
         put32(b, 4, self.uid);
         put32(b, 8, self.gid);
@@ -155,19 +174,50 @@ impl Inode {
         b[136] = self.dir_bits;
         put64(b, 144, self.entries);
         put64(b, 152, self.parent);
+        if let Some(d) = &self.inline {
+            b[OFF_FLAGS] = FLAG_INLINE;
+            let room = b.len().saturating_sub(INODE_FIXED);
+            let n = d.len().min(room);
+            b[INODE_FIXED..INODE_FIXED + n].copy_from_slice(&d[..n]);
+        }
     }
 
     /// Checks a record decoded from inode page `p`: a known file type and no mode bits
     /// above the permission bits, nanoseconds below 10^9, map depths at most `MAX_DEPTH`
     /// (a root page only with a depth), a symlink target of 1..=4095 bytes, a size at most
-    /// 64 PiB, an xattr blob at most 1 MiB and `dir_bits` at most 32. Every later use of
-    /// these values (shifts, allocations, walks) relies on it.
-    pub fn check(&self, p: PageNo) -> Result<()> {
-        self.check_fields()
+    /// 64 PiB, an xattr blob at most 1 MiB and `dir_bits` at most 32; inline data only in
+    /// a regular file with an empty map, 1..=`cap` bytes (`cap` is the store's inline
+    /// capacity: 0 in a format-1 store). Every later use of these values (shifts,
+    /// allocations, walks) relies on it.
+    pub fn check(&self, p: PageNo, cap: usize) -> Result<()> {
+        self.check_fields(cap)
             .map_err(|why| Error::corrupt(p.0, format!("inode record: {why}")))
     }
 
-    fn check_fields(&self) -> std::result::Result<(), String> {
+    /// The inline part of `check`: inline data only in a regular file or a symlink without
+    /// a map, of 1..=`cap` bytes, exactly its size (fsck asks this of records it reads
+    /// unchecked).
+    pub fn check_inline(&self, cap: usize) -> std::result::Result<(), String> {
+        let Some(d) = &self.inline else {
+            return Ok(());
+        };
+        if !(self.is_file() || self.is_symlink()) || self.map.depth != 0 {
+            return Err(
+                "inline data in an inode that is not a file or symlink without pages".into(),
+            );
+        }
+        if self.size == 0 || self.size > cap as u64 || d.len() as u64 != self.size {
+            return Err(format!(
+                "inline size {} (capacity {cap}, {} bytes)",
+                self.size,
+                d.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_fields(&self, cap: usize) -> std::result::Result<(), String> {
+        self.check_inline(cap)?;
         const TYPES: [u32; 7] = [
             libc::S_IFREG,
             libc::S_IFDIR,
@@ -210,20 +260,36 @@ impl Inode {
         Ok(())
     }
 
-    /// Decodes the record at `off` of inode page `p` and checks it (`check`); `None` when
-    /// the slot is free.
-    pub fn decode_checked(p: PageNo, b: &[u8], off: usize) -> Result<Option<Inode>> {
+    /// Decodes the record of `len` bytes at `off` of inode page `p` and checks it
+    /// (`check`, with inline capacity `cap`), and that the bytes after the inline data and
+    /// the flags byte's unused bits are zero; `None` when the slot is free.
+    pub fn decode_checked(
+        p: PageNo,
+        b: &[u8],
+        off: usize,
+        len: usize,
+        cap: usize,
+    ) -> Result<Option<Inode>> {
         let rec = b
-            .get(off..off + INODE_SIZE)
+            .get(off..off + len)
             .ok_or_else(|| Error::corrupt(p.0, "inode record past the page"))?;
-        match Inode::decode(rec) {
-            Some(i) => i.check(p).map(|()| Some(i)),
-            None => Ok(None),
+        let Some(i) = Inode::decode(rec) else {
+            return Ok(None);
+        };
+        i.check(p, cap)?;
+        let used = INODE_FIXED + i.inline.as_ref().map_or(0, Vec::len);
+        if rec[OFF_FLAGS] & !FLAG_INLINE != 0 || rec[used.min(len)..].iter().any(|&x| x != 0) {
+            return Err(Error::corrupt(
+                p.0,
+                "inode record: unknown flags or bytes after its data",
+            ));
         }
+        Ok(Some(i))
     }
 
-    /// Decodes a slot, unchecked (fsck and the reclaimer look at records as they are);
-    /// `None` when the slot is free. Readers that act on a record use `decode_checked`.
+    /// Decodes a record slot (the whole of `b`), unchecked (fsck and the reclaimer look at
+    /// records as they are); `None` when the slot is free. Inline data is cut to what the
+    /// slot holds. Readers that act on a record use `decode_checked`.
     pub fn decode(b: &[u8]) -> Option<Inode> {
         let mode = get32(b, 0);
         if mode == 0 {
@@ -256,6 +322,11 @@ impl Inode {
             dir_bits: b[136],
             entries: get64(b, 144),
             parent: get64(b, 152),
+            inline: (b[OFF_FLAGS] & FLAG_INLINE != 0).then(|| {
+                let room = b.len().saturating_sub(INODE_FIXED) as u64;
+                let n = get64(b, 24).min(room) as usize;
+                b[INODE_FIXED..INODE_FIXED + n].to_vec()
+            }),
         })
     }
 }
@@ -287,6 +358,42 @@ mod tests {
     }
 
     #[test]
+    fn inline_bytes_roundtrip_and_are_checked() {
+        let cap = INODE_SIZE_V2 - INODE_FIXED;
+        let i = Inode {
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            size: 3,
+            inline: Some(b"abc".to_vec()),
+            ..Default::default()
+        };
+        let mut b = vec![0u8; INODE_SIZE_V2];
+        i.encode(&mut b);
+        assert_eq!(Inode::decode(&b), Some(i.clone()));
+        let ok = Inode::decode_checked(PageNo(4), &b, 0, INODE_SIZE_V2, cap);
+        assert_eq!(ok.expect("checked"), Some(i.clone()));
+        // A format-1 store holds nothing inline.
+        assert!(Inode::decode_checked(PageNo(4), &b[..INODE_SIZE], 0, INODE_SIZE, 0).is_err());
+        let corrupt = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut c = b.clone();
+            f(&mut c);
+            Inode::decode_checked(PageNo(4), &c, 0, INODE_SIZE_V2, cap).is_err()
+        };
+        assert!(
+            corrupt(&|c| put64(c, 24, cap as u64 + 1)),
+            "past the capacity"
+        );
+        assert!(corrupt(&|c| put64(c, 24, 0)), "inline and empty");
+        assert!(corrupt(&|c| c[INODE_FIXED + 3] = 1), "a byte past the size");
+        assert!(corrupt(&|c| c[OFF_FLAGS] |= 2), "an unknown flag");
+        assert!(corrupt(&|c| c[104] = 1), "inline and a map");
+        assert!(
+            corrupt(&|c| put32(c, 0, libc::S_IFDIR | 0o755)),
+            "a directory"
+        );
+    }
+
+    #[test]
     fn check_rejects_out_of_range_fields() {
         let good = Inode {
             mode: libc::S_IFDIR | 0o755,
@@ -294,13 +401,13 @@ mod tests {
             dir_bits: 3,
             ..Default::default()
         };
-        assert!(good.check(PageNo(4)).is_ok());
+        assert!(good.check(PageNo(4), 0).is_ok());
         let lnk = Inode {
             mode: libc::S_IFLNK | 0o777,
             size: 10,
             ..Default::default()
         };
-        assert!(lnk.check(PageNo(4)).is_ok());
+        assert!(lnk.check(PageNo(4), 0).is_ok());
         let deep = MapRoot {
             node: PageNo(9),
             depth: MAX_DEPTH + 1,
@@ -355,7 +462,7 @@ mod tests {
         ];
         for i in bad {
             assert!(
-                matches!(i.check(PageNo(4)), Err(Error::Corrupt { page: 4, .. })),
+                matches!(i.check(PageNo(4), 0), Err(Error::Corrupt { page: 4, .. })),
                 "{i:?}"
             );
         }

@@ -22,6 +22,8 @@ pub struct ReadPlan {
     len: usize,
     /// (store byte offset, or `None` for zeros; first byte in the buffer; length).
     runs: Vec<(Option<u64>, usize, usize)>,
+    /// The bytes themselves, for a file kept inline (then there are no runs).
+    inline: Option<Vec<u8>>,
 }
 
 impl ReadPlan {
@@ -37,6 +39,9 @@ impl ReadPlan {
 
     /// Fills a buffer, reading each run with `read(store offset, bytes)`.
     pub fn execute(&self, mut read: impl FnMut(u64, &mut [u8]) -> Result<()>) -> Result<Vec<u8>> {
+        if let Some(d) = &self.inline {
+            return Ok(d.clone());
+        }
         let mut out = vec![0u8; self.len];
         for &(from, at, n) in &self.runs {
             if let Some(off) = from {
@@ -176,7 +181,15 @@ impl Fs {
             return Ok(plan);
         }
         let len = (size as u64).min(i.size - off);
-        for (idx, in_page, n) in pieces(off, len) {
+        if let Some(d) = &i.inline {
+            let a = (off as usize).min(d.len());
+            let b = (off + len).min(d.len() as u64) as usize;
+            plan.inline = Some(d[a..b].to_vec());
+            plan.len = b - a;
+        }
+        // An inline file has no pages: the plan carries its bytes (above).
+        let paged = if i.is_inline() { 0 } else { len };
+        for (idx, in_page, n) in pieces(off, paged) {
             let p = i.map.get(&mut self.store, idx)?;
             let from = if p.is_zero() {
                 None
@@ -227,6 +240,13 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Error::TooBig);
         }
+        if !data.is_empty() {
+            if self.fits_inline(&i, end.max(i.size)) {
+                return self.write_inline(ino, i, off, data, opts);
+            }
+            // Past the inline capacity the bytes move to a page, then the page path goes on.
+            self.uninline(&mut i)?;
+        }
         let mut plan = WritePlan {
             ino,
             off,
@@ -259,6 +279,40 @@ impl Fs {
             self.put(ino, &i)?;
         }
         Ok(plan)
+    }
+
+    /// A write to a file kept inline: done here, under the lock (the record is all there
+    /// is to change), so the plan has no copies and no finish.
+    fn write_inline(
+        &mut self,
+        ino: Ino,
+        mut i: super::Inode,
+        off: u64,
+        data: &[u8],
+        opts: WriteOpts,
+    ) -> Result<WritePlan> {
+        let end = off + data.len() as u64;
+        let size = end.max(i.size);
+        Self::resize_inline(&mut i, size);
+        if let Some(d) = i.inline.as_mut() {
+            d[off as usize..end as usize].copy_from_slice(data);
+        }
+        if opts.stamp_times {
+            let now = Time::now();
+            i.mtime = now;
+            i.ctime = now;
+        }
+        self.put(ino, &i)?;
+        Ok(WritePlan {
+            ino,
+            off,
+            len: data.len(),
+            runs: Vec::new(),
+            fresh: Vec::new(),
+            failed: None,
+            grows: false,
+            stamp: false,
+        })
     }
 
     fn plan_page(

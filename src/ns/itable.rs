@@ -1,4 +1,5 @@
-//! The inode table: a copy-on-write map of inode pages, `PER_PAGE` records each. The live
+//! The inode table: a copy-on-write map of inode pages, `Layout::per_page` records each
+//! (15 of 256 bytes in a format-1 store, 7 of 576 in a format-2 store). The live
 //! table's root and next free inode number live in the superblock's root slots; each
 //! snapshot keeps its own `Table` (see `snap.rs`).
 //!
@@ -7,15 +8,63 @@
 //! reference on every root it contains (`unshare_page`), exactly as a copied map node takes
 //! one on each child; freeing the last reference of a page releases its records' maps.
 
-use super::inode::{INODE_SIZE, Inode};
+use super::inode::{INODE_FIXED, INODE_SIZE, INODE_SIZE_V2, Inode};
 use crate::error::{Error, Result};
 use crate::ids::{Ino, PageNo};
 use crate::object::MapRoot;
 use crate::store::layout::{META_HEADER, get32, get64, put64};
 use crate::store::{Kind, Store};
 
-/// Inode records per page.
-pub const PER_PAGE: u64 = ((crate::page::PAGE_SIZE - META_HEADER) / INODE_SIZE) as u64;
+/// Where records lie in an inode page, by the store's format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Bytes per record.
+    pub rec: usize,
+    /// Records per page.
+    pub per_page: u64,
+    /// Bytes of file data a record can hold inline (0: none).
+    pub cap: usize,
+}
+
+impl Layout {
+    /// Format 1: 15 records of 256 bytes, nothing inline.
+    pub const V1: Layout = Layout::of_size(INODE_SIZE, false);
+    /// Format 2: 7 records of 576 bytes, 416 bytes inline.
+    pub const V2: Layout = Layout::of_size(INODE_SIZE_V2, true);
+
+    const fn of_size(rec: usize, inline: bool) -> Layout {
+        Layout {
+            rec,
+            per_page: ((crate::page::PAGE_SIZE - META_HEADER) / rec) as u64,
+            cap: if inline { rec - INODE_FIXED } else { 0 },
+        }
+    }
+
+    /// The layout of format version `v`.
+    pub fn of_version(v: u32) -> Layout {
+        if v >= 2 { Layout::V2 } else { Layout::V1 }
+    }
+
+    /// The layout of store `s`'s inode pages.
+    pub fn of(s: &Store) -> Layout {
+        Layout::of_version(s.format_version())
+    }
+
+    /// Offset of record `k` in a page.
+    pub fn off(&self, k: usize) -> usize {
+        META_HEADER + k * self.rec
+    }
+
+    /// Record `k` of page `b`.
+    pub fn slot<'a>(&self, b: &'a [u8], k: usize) -> &'a [u8] {
+        &b[self.off(k)..self.off(k) + self.rec]
+    }
+
+    /// Page index and record of `ino`.
+    pub fn place(&self, ino: Ino) -> (u64, usize) {
+        (ino.0 / self.per_page, (ino.0 % self.per_page) as usize)
+    }
+}
 
 const SLOT_NODE: usize = 0;
 const SLOT_DEPTH: usize = 1;
@@ -51,23 +100,19 @@ impl Table {
     }
 }
 
-fn slot_off(ino: Ino) -> usize {
-    META_HEADER + (ino.0 % PER_PAGE) as usize * INODE_SIZE
-}
-
-/// The records of an inode page, with their slot numbers.
-pub fn records(b: &[u8]) -> Vec<(usize, Inode)> {
-    (0..PER_PAGE as usize)
-        .filter_map(|k| Inode::decode(&b[META_HEADER + k * INODE_SIZE..]).map(|i| (k, i)))
+/// The records of an inode page of layout `l`, with their slot numbers, unchecked.
+pub fn records(l: Layout, b: &[u8]) -> Vec<(usize, Inode)> {
+    (0..l.per_page as usize)
+        .filter_map(|k| Inode::decode(l.slot(b, k)).map(|i| (k, i)))
         .collect()
 }
 
-/// The records of inode page `p`, each checked (`Inode::check`), and its count of records
-/// in use checked against them.
-pub fn checked_records(p: PageNo, b: &[u8]) -> Result<Vec<(usize, Inode)>> {
+/// The records of inode page `p` of layout `l`, each checked (`Inode::check`), and its
+/// count of records in use checked against them.
+pub fn checked_records(l: Layout, p: PageNo, b: &[u8]) -> Result<Vec<(usize, Inode)>> {
     let mut out = Vec::new();
-    for k in 0..PER_PAGE as usize {
-        if let Some(i) = Inode::decode_checked(p, b, META_HEADER + k * INODE_SIZE)? {
+    for k in 0..l.per_page as usize {
+        if let Some(i) = Inode::decode_checked(p, b, l.off(k), l.rec, l.cap)? {
             out.push((k, i));
         }
     }
@@ -88,20 +133,22 @@ fn check_used(p: PageNo, b: &[u8], n: usize) -> Result<()> {
     Ok(())
 }
 
-fn count_used(b: &[u8]) -> usize {
-    (0..PER_PAGE as usize)
-        .filter(|k| get32(b, META_HEADER + k * INODE_SIZE) != 0)
+fn count_used(l: Layout, b: &[u8]) -> usize {
+    (0..l.per_page as usize)
+        .filter(|&k| get32(b, l.off(k)) != 0)
         .count()
 }
 
 /// Reads inode `ino` of table `t` without changing anything.
 pub fn get_in(s: &mut Store, t: &Table, ino: Ino) -> Result<Inode> {
-    let p = t.map.get(s, ino.0 / PER_PAGE)?;
+    let l = Layout::of(s);
+    let (idx, k) = l.place(ino);
+    let p = t.map.get(s, idx)?;
     if p.is_zero() {
         return Err(Error::NotFound);
     }
     s.with_meta(p, Kind::Inodes, |b| {
-        Inode::decode_checked(p, b, slot_off(ino))
+        Inode::decode_checked(p, b, l.off(k), l.rec, l.cap)
     })??
     .ok_or(Error::NotFound)
 }
@@ -116,7 +163,8 @@ fn unshare_page(s: &mut Store, old: PageNo) -> Result<PageNo> {
         return Ok(old);
     }
     let q = s.copy_meta(old, Kind::Inodes)?;
-    let recs = s.with_meta(q, Kind::Inodes, |b| checked_records(q, b))??;
+    let l = Layout::of(s);
+    let recs = s.with_meta(q, Kind::Inodes, |b| checked_records(l, q, b))??;
     for (_, i) in recs {
         s.incref(i.map.node)?;
         s.incref(i.xattr.node)?;
@@ -128,7 +176,7 @@ fn unshare_page(s: &mut Store, old: PageNo) -> Result<PageNo> {
 /// Makes the page holding `ino` exclusive to `t` (path and page), so that the maps in its
 /// records carry counts that tell the truth about sharing. Cheap when nothing is shared.
 pub fn unshare(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
-    let idx = ino.0 / PER_PAGE;
+    let (idx, _) = Layout::of(s).place(ino);
     if t.map.get(s, idx)?.is_zero() {
         return Ok(());
     }
@@ -136,30 +184,37 @@ pub fn unshare(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
     Ok(())
 }
 
-/// Writes inode `ino` into `t` (creating its record if needed).
+/// Writes inode `ino` into `t` (creating its record if needed). Inline data must fit the
+/// store's records (the namespace keeps bytes inline only up to `Layout::cap`).
 pub fn put_in(s: &mut Store, t: &mut Table, ino: Ino, inode: &Inode) -> Result<()> {
-    let p = t.map.modify(s, ino.0 / PER_PAGE, unshare_page)?;
+    let l = Layout::of(s);
+    if inode.inline.as_ref().is_some_and(|d| d.len() > l.cap) {
+        return Err(Error::Internal);
+    }
+    let (idx, k) = l.place(ino);
+    let p = t.map.modify(s, idx, unshare_page)?;
     let b = s.meta_mut(p, Kind::Inodes)?;
-    let off = slot_off(ino);
-    if Inode::decode(&b[off..]).is_none() {
-        check_used(p, b, count_used(b))?;
+    let off = l.off(k);
+    if get32(b, off) == 0 {
+        check_used(p, b, count_used(l, b))?;
         let used = get64(b, OFF_USED) + 1;
         put64(b, OFF_USED, used);
     }
-    inode.encode(&mut b[off..off + INODE_SIZE]);
+    inode.encode(&mut b[off..off + l.rec]);
     Ok(())
 }
 
 /// Frees the record of `ino` in `t` (the caller released its maps); frees its page when
 /// it was the last record there.
 pub fn remove_in(s: &mut Store, t: &mut Table, ino: Ino) -> Result<()> {
-    let idx = ino.0 / PER_PAGE;
+    let l = Layout::of(s);
+    let (idx, k) = l.place(ino);
     let p = t.map.modify(s, idx, unshare_page)?;
     let b = s.meta_mut(p, Kind::Inodes)?;
-    let off = slot_off(ino);
-    check_used(p, b, count_used(b))?;
+    let off = l.off(k);
+    check_used(p, b, count_used(l, b))?;
     let used = get64(b, OFF_USED).saturating_sub(1);
-    b[off..off + INODE_SIZE].fill(0);
+    b[off..off + l.rec].fill(0);
     put64(b, OFF_USED, used);
     if used == 0 {
         t.map.clear_range(s, idx, idx + 1)?;

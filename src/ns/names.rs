@@ -125,7 +125,12 @@ impl Fs {
             return Err(Error::NotFound);
         }
         let (ino, mut i) = self.mknod(ctx, parent, name, libc::S_IFLNK | 0o777, 0)?;
-        blob::write(&mut self.store, &mut i.map, target)?;
+        if target.len() as u64 <= self.inline_cap() {
+            // A target that fits the record stays there (format 2), like a file's bytes.
+            i.inline = Some(target.to_vec());
+        } else {
+            blob::write(&mut self.store, &mut i.map, target)?;
+        }
         i.size = target.len() as u64;
         self.put(ino, &i)?;
         Ok((ino, i))
@@ -136,6 +141,9 @@ impl Fs {
         let i = self.peek(ino)?;
         if !i.is_symlink() {
             return Err(Error::Invalid("not a symlink"));
+        }
+        if let Some(t) = i.inline {
+            return Ok(t);
         }
         blob::read(&mut self.store, &i.map, i.size)
     }

@@ -100,6 +100,12 @@ impl Fs {
         sp.files += 1;
         sp.logical += i.size;
         sp.allocated += i.map.population(&mut self.store)? * PS;
+        if let Some(d) = &i.inline {
+            // Inline bytes live in the file's own record: always exclusive (a clone or a
+            // snapshot copies them with the record).
+            sp.allocated += d.len() as u64;
+            sp.exclusive += d.len() as u64;
+        }
         if i.map.depth > 0 && !i.map.node.is_zero() {
             walk(&mut self.store, i.map.node, i.map.depth - 1, true, sp, seen)?;
         }

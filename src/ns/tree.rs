@@ -3,12 +3,11 @@
 //! at a time (snapshot delete, the old live tree after a rollback) and to measure what a
 //! snapshot holds alone.
 
-use super::inode::{INODE_SIZE, Inode};
-use super::itable::records;
+use super::inode::Inode;
+use super::itable::{Layout, records};
 use crate::error::Result;
 use crate::ids::PageNo;
 use crate::object::{MapRoot, node};
-use crate::store::layout::META_HEADER;
 use crate::store::{Kind, Store};
 use std::collections::HashMap;
 
@@ -85,7 +84,8 @@ impl Item {
                     .collect())
             }
             Item::Inodes(page) => {
-                let recs = s.with_meta(page, Kind::Inodes, records)?;
+                let l = Layout::of(s);
+                let recs = s.with_meta(page, Kind::Inodes, |b| records(l, b))?;
                 let mut out = Vec::new();
                 for (k, i) in recs {
                     for (n, m) in [(2 * k, i.map), (2 * k + 1, i.xattr)] {
@@ -111,15 +111,16 @@ impl Item {
                 node::set_entry(s.meta_mut(page, Kind::MapNode)?, slot, 0);
             }
             Item::Inodes(page) => {
+                let l = Layout::of(s);
                 let b = s.meta_mut(page, Kind::Inodes)?;
-                let off = META_HEADER + (slot / 2) * INODE_SIZE;
-                if let Some(mut i) = Inode::decode(&b[off..]) {
+                let off = l.off(slot / 2);
+                if let Some(mut i) = Inode::decode(&b[off..off + l.rec]) {
                     if slot.is_multiple_of(2) {
                         i.map = MapRoot::EMPTY;
                     } else {
                         i.xattr = MapRoot::EMPTY;
                     }
-                    i.encode(&mut b[off..off + INODE_SIZE]);
+                    i.encode(&mut b[off..off + l.rec]);
                 }
             }
         }

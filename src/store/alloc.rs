@@ -359,7 +359,12 @@ impl Store {
             Some(old.0 * PS)
         };
         self.data_dirty = true;
-        self.dev.copy_page(from, q.0 * PS, off, data)?;
+        if let Err(e) = self.dev.copy_page(from, q.0 * PS, off, data) {
+            // The copy failed: give the new page back (a write that stops short at this
+            // page still succeeds with the bytes before it, so no undo would free it).
+            self.decref(q)?;
+            return Err(e);
+        }
         self.drop_copied(old)?;
         Ok(q)
     }

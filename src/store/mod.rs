@@ -178,6 +178,27 @@ impl Store {
         &self.sb
     }
 
+    /// The store's format version: which layout its pages have (1..=`FORMAT_VERSION`).
+    pub fn format_version(&self) -> u32 {
+        self.sb.version
+    }
+
+    /// Makes a fresh store one of an older format version (durable at the next commit):
+    /// `cowfs mkfs --format-version`, so tests can prove old stores still work. Only a
+    /// store that holds nothing yet (no root slot set) may change its version.
+    pub fn set_format_version(&mut self, v: u32) -> Result<()> {
+        if !(1..=superblock::FORMAT_VERSION).contains(&v) {
+            return Err(Error::Invalid("unknown format version"));
+        }
+        if self.sb.roots.iter().any(|&r| r != 0) {
+            return Err(Error::Invalid("the store is not empty"));
+        }
+        self.sb.version = v;
+        // The superblock changed: the next commit must write it.
+        self.data_dirty = true;
+        Ok(())
+    }
+
     /// In-memory counters.
     pub fn counters(&self) -> &Counters {
         &self.counters

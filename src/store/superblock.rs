@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::page::PAGE_SIZE;
 
-/// Format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version this build writes (`mkfs`); it reads and writes every version from 1 up
+/// to it, each in its own layout (version 2: bigger inode records holding small files'
+/// bytes inline; see docs/FORMAT.md). A store keeps the version it was made with.
+pub const FORMAT_VERSION: u32 = 2;
 /// Slots the upper layers may use to find their structures.
 pub const ROOT_SLOTS: usize = 32;
 
@@ -25,6 +27,8 @@ const OFF_ROOTS: usize = 128;
 /// The store's global state, one copy per commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
+    /// Format version of the store (1..=`FORMAT_VERSION`): which layout its pages have.
+    pub version: u32,
     /// Commit sequence number of the last commit.
     pub seq: u64,
     /// Allocation groups in the store file.
@@ -45,6 +49,7 @@ impl Superblock {
     /// A superblock for a store of one empty group.
     pub fn new() -> Self {
         Superblock {
+            version: FORMAT_VERSION,
             seq: 0,
             groups: 0,
             free_pages: 0,
@@ -58,7 +63,7 @@ impl Superblock {
     /// Encodes into a page (checksum not yet stamped).
     pub fn encode(&self, b: &mut [u8]) {
         init_meta(b, Kind::Super);
-        put32(b, OFF_VERSION, FORMAT_VERSION);
+        put32(b, OFF_VERSION, self.version);
         put32(b, OFF_PAGE_SIZE, PAGE_SIZE as u32);
         put64(b, OFF_SEQ, self.seq);
         put64(b, OFF_GROUPS, self.groups);
@@ -96,6 +101,7 @@ impl Superblock {
             *r = get64(b, OFF_ROOTS + i * 8);
         }
         let sb = Superblock {
+            version,
             seq: get64(b, OFF_SEQ),
             groups: get64(b, OFF_GROUPS),
             free_pages: get64(b, OFF_FREE),
@@ -181,6 +187,12 @@ mod tests {
         sb.encode(&mut b);
         seal(PageNo(0), &mut b);
         assert_eq!(Superblock::decode(&b).expect("decode"), sb);
+        // An older version reads as itself (its pages keep their layout).
+        let old = Superblock {
+            version: 1,
+            ..sb.clone()
+        };
+        assert_eq!(Superblock::decode(&sealed(&old)).expect("v1").version, 1);
         put32(&mut b, OFF_VERSION, FORMAT_VERSION + 1);
         seal(PageNo(0), &mut b);
         let e = Superblock::decode(&b).expect_err("newer version");
