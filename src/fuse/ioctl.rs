@@ -8,10 +8,18 @@ use super::snapshot_abi::{IOC_SNAP, SnapAns, SnapOp, SnapReq};
 use crate::error::Error;
 use crate::ids::{Fh, Ino, SnapId};
 use crate::ns::perm::Cred;
-use crate::ns::{CloneOpts, Invalidate};
+use crate::ns::{Begun, CloneOpts, Invalidate, StepBudget, TreeClone};
 use fuser::{Errno, INodeNo, Request};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+/// One step of a tree clone: about 2 ms of work, so a request arriving meanwhile waits no
+/// longer than that (see "Life of a clone" in docs/ARCHITECTURE.md).
+const CLONE_STEP: StepBudget = StepBudget {
+    entries: 10_000,
+    time: Some(Duration::from_millis(2)),
+};
 
 /// The caller's credentials, with supplementary groups read from /proc.
 pub(super) fn cred(req: &Request) -> Cred {
@@ -108,9 +116,56 @@ impl CowFuse {
             recursive: r.flags & F_RECURSIVE != 0,
             umask: r.umask & 0o777,
         };
-        self.call("clone", |fs| {
-            fs.clone_path(&cred, &r.src_path, src, ino, &r.name, opts)
-        })
+        let begun = self.call("clone", |fs| {
+            fs.clone_start(&cred, &r.src_path, src, ino, &r.name, opts)
+        })?;
+        let (mut t, inv) = match begun {
+            Begun::Done(inv) => return Ok(inv),
+            Begun::Tree(t, inv) => (t, inv),
+        };
+        // The copy's top directory is in place (like `cp -a`'s, it shows while it fills
+        // and stays if the clone fails): the kernel must see it, whatever comes next.
+        self.invalidate(&inv);
+        self.forget_listing(ino);
+        let r = self.clone_steps(req.pid(), &mut t);
+        for (i, is_dir) in t.touched() {
+            if is_dir {
+                self.forget_listing(i);
+            } else {
+                self.forget_attrs(i);
+            }
+        }
+        r.map(|()| Invalidate::default())
+    }
+
+    /// Runs tree clone `t` to its end, one bounded step per operation, so that other
+    /// requests (and commits) get the lock between steps. It stops when a step fails or
+    /// when the caller is gone (killed: the kernel gave up on the request), leaving the
+    /// partial copy in place.
+    fn clone_steps(&self, pid: u32, t: &mut TreeClone) -> Result<(), Errno> {
+        loop {
+            match self.call("clone step", |fs| fs.clone_step(t, CLONE_STEP)) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    log::info!(
+                        "clone -r: failed after {} entries ({e:?}); the partial copy stays",
+                        t.copied()
+                    );
+                    return Err(e);
+                }
+            }
+            if pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                log::info!(
+                    "clone -r: the caller (pid {pid}) is gone; stopped after {} entries, \
+                     the partial copy stays",
+                    t.copied()
+                );
+                return Err(Errno::from_i32(libc::EINTR));
+            }
+            // Let a request that waits for the lock take it before the next step.
+            std::thread::yield_now();
+        }
     }
 
     /// The dedup ioctl: one batch of a file the caller opened for writing (in the live
