@@ -12,7 +12,7 @@ use crate::ns::{Begun, CloneOpts, Invalidate, StepBudget, TreeClone};
 use fuser::{Errno, INodeNo, Request};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One step of a tree clone: about 2 ms of work, so a request arriving meanwhile waits no
 /// longer than that (see "Life of a clone" in docs/ARCHITECTURE.md).
@@ -20,6 +20,30 @@ const CLONE_STEP: StepBudget = StepBudget {
     entries: 10_000,
     time: Some(Duration::from_millis(2)),
 };
+
+/// Uncommitted metadata at which a tree clone commits between steps: a commit writes it
+/// all to the journal under the lock, so a small one keeps other requests' wait short.
+const CLONE_COMMIT_BYTES: usize = 8 << 20;
+
+/// How often a tree clone looks whether its caller was killed.
+const CALLER_CHECK: Duration = Duration::from_millis(20);
+
+/// True when process `pid` is gone or dying. A process killed (or sent a fatal signal
+/// such as Ctrl-C's) while it waits for a request the daemon holds cannot go before the
+/// reply comes: it waits with SIGKILL pending in every thread (fuser answers no
+/// FUSE_INTERRUPT), which `/proc/PID/status` shows.
+fn caller_gone(pid: u32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let kill = 1u64 << (libc::SIGKILL - 1);
+    s.lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .any(|m| u64::from_str_radix(m.trim(), 16).is_ok_and(|m| m & kill != 0))
+}
 
 /// The caller's credentials, with supplementary groups read from /proc.
 pub(super) fn cred(req: &Request) -> Cred {
@@ -140,13 +164,26 @@ impl CowFuse {
 
     /// Runs tree clone `t` to its end, one bounded step per operation, so that other
     /// requests (and commits) get the lock between steps. It stops when a step fails or
-    /// when the caller is gone (killed: the kernel gave up on the request), leaving the
-    /// partial copy in place.
+    /// when the caller was killed (Ctrl-C), leaving the partial copy in place.
     fn clone_steps(&self, pid: u32, t: &mut TreeClone) -> Result<(), Errno> {
+        let mut checked = Instant::now();
         loop {
-            match self.call("clone step", |fs| fs.clone_step(t, CLONE_STEP)) {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
+            let step = self.call("clone step", |fs| {
+                let more = fs.clone_step(t, CLONE_STEP)?;
+                Ok((more, fs.over_commit_limit(CLONE_COMMIT_BYTES)))
+            });
+            match step {
+                Ok((more, big)) => {
+                    if big {
+                        // Small commits, their bulk written back without the lock: a
+                        // commit's journal write holds every request up while it runs.
+                        self.write_back();
+                        self.call("clone: commit", |fs| fs.sync())?;
+                    }
+                    if !more {
+                        return Ok(());
+                    }
+                }
                 Err(e) => {
                     log::info!(
                         "clone -r: failed after {} entries ({e:?}); the partial copy stays",
@@ -155,13 +192,16 @@ impl CowFuse {
                     return Err(e);
                 }
             }
-            if pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                log::info!(
-                    "clone -r: the caller (pid {pid}) is gone; stopped after {} entries, \
-                     the partial copy stays",
-                    t.copied()
-                );
-                return Err(Errno::from_i32(libc::EINTR));
+            if pid != 0 && checked.elapsed() >= CALLER_CHECK {
+                checked = Instant::now();
+                if caller_gone(pid) {
+                    log::info!(
+                        "clone -r: the caller (pid {pid}) was killed; stopped after {} \
+                         entries, the partial copy stays",
+                        t.copied()
+                    );
+                    return Err(Errno::from_i32(libc::EINTR));
+                }
             }
             // Let a request that waits for the lock take it before the next step.
             std::thread::yield_now();
