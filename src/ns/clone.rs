@@ -91,6 +91,8 @@ struct Level {
     /// `into`'s change time and entry count as the walk left them: while they hold, no
     /// one else has added a name to it (every change of names sets the change time).
     left: Option<(Time, u64)>,
+    /// Changed behind the walk once: names are looked up before each insert from then on.
+    shared: bool,
 }
 
 impl Level {
@@ -105,6 +107,7 @@ impl Level {
             more: false,
             made_in,
             left: None,
+            shared: false,
         }
     }
 }
@@ -462,7 +465,9 @@ impl Fs {
             undo: Vec::new(),
         };
         t.note_made(top);
-        t.push(Level::new(src, top, Vec::new(), 0));
+        let mut lv = Level::new(src, top, Vec::new(), 0);
+        lv.left = Some((self.peek(top)?.ctime, 0));
+        t.push(lv);
         Ok(Begun::Tree(Box::new(t), inv))
     }
 
@@ -522,8 +527,13 @@ impl Fs {
     /// done (popped), a subdirectory was copied (pushed), or the budget is spent (true).
     fn fill(&mut self, t: &mut TreeClone, d: &mut Inode, w: &mut Walk) -> Result<bool> {
         let k = t.stack.len() - 1;
-        // Nobody else has added names to it (made in this step, or as the walk left it).
-        let fresh = t.stack[k].made_in == t.step || t.stack[k].left == Some((d.ctime, d.entries));
+        // Names someone else added may clash with names still to copy: once the copy was
+        // changed behind the walk (it is not as the walk left it), every name is looked up.
+        let lv = &mut t.stack[k];
+        if lv.made_in != t.step && lv.left != Some((d.ctime, d.entries)) {
+            lv.shared = true;
+        }
+        let fresh = !lv.shared;
         let r = self.fill_from(t, k, d, w, fresh);
         t.stack[k].left = Some((d.ctime, d.entries));
         r
