@@ -290,7 +290,12 @@ fn a_killed_clone_stops_and_leaves_a_consistent_partial_copy() {
         .arg(&dst)
         .spawn()
         .expect("spawn clone");
+    let t = Instant::now();
     while !dst.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the clone never started"
+        );
         thread::sleep(Duration::from_millis(1));
     }
     thread::sleep(Duration::from_millis(20));
