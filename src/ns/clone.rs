@@ -803,3 +803,74 @@ impl Fs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk_state() -> TreeClone {
+        TreeClone {
+            cred: Cred::root(),
+            generation: 0,
+            top: Ino(100),
+            stack: Vec::new(),
+            on_stack: HashMap::new(),
+            links: HashMap::new(),
+            made: Vec::new(),
+            touched: HashSet::new(),
+            copied: 0,
+            step: 0,
+            undo: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn made_numbers_are_kept_as_runs() {
+        let mut t = walk_state();
+        for i in [100, 101, 102, 110, 111, 200] {
+            t.note_made(Ino(i));
+        }
+        assert_eq!(t.made, vec![(100, 103), (110, 112), (200, 201)]);
+        for i in [100, 102, 110, 111, 200] {
+            assert!(t.is_made(Ino(i)), "{i}");
+        }
+        for i in [99, 103, 109, 112, 199, 201] {
+            assert!(!t.is_made(Ino(i)), "{i}");
+        }
+    }
+
+    #[test]
+    fn rewind_puts_the_walk_back_as_before_the_step() {
+        let mut t = walk_state();
+        t.push(Level::new(Ino(10), Ino(100), Vec::new(), 0));
+        t.note_made(Ino(100));
+        let mark = (t.made.len(), t.made.last().copied(), t.copied);
+        // A step: the cursor moves, a child is pushed and finished, a link is noted,
+        // the parent finishes too.
+        t.undo.push(Undo::After(None));
+        t.stack[0].after = Some(5);
+        t.push(Level::new(Ino(11), Ino(101), b"sub".to_vec(), 1));
+        t.undo.push(Undo::Pushed);
+        t.note_made(Ino(101));
+        t.links.insert(
+            Ino(12),
+            Link {
+                copy: Ino(102),
+                left: 1,
+            },
+        );
+        t.undo.push(Undo::Link(Ino(12), None));
+        t.copied = 3;
+        t.pop_level();
+        t.pop_level();
+        assert!(t.stack.is_empty() && t.on_stack.is_empty());
+        t.rewind(mark);
+        assert_eq!(t.stack.len(), 1);
+        assert_eq!((t.stack[0].src, t.stack[0].after), (Ino(10), None));
+        assert_eq!(t.on_stack.get(&Ino(10)), Some(&1));
+        assert!(!t.on_stack.contains_key(&Ino(11)));
+        assert!(t.links.is_empty());
+        assert_eq!(t.made, vec![(100, 101)]);
+        assert_eq!(t.copied, 0);
+    }
+}
