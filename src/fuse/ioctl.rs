@@ -22,8 +22,9 @@ const CLONE_STEP: StepBudget = StepBudget {
 };
 
 /// Uncommitted metadata at which a tree clone commits between steps: a commit writes it
-/// all to the journal under the lock, so a small one keeps other requests' wait short.
-const CLONE_COMMIT_BYTES: usize = 8 << 20;
+/// all to the journal under the lock, so a small one keeps other requests' wait short
+/// (at 100,000 files the slowest `touch` took 31 ms with 4 MiB, up to 106 ms with 8).
+const CLONE_COMMIT_BYTES: usize = 4 << 20;
 
 /// How often a tree clone looks whether its caller was killed.
 const CALLER_CHECK: Duration = Duration::from_millis(20);
