@@ -3,6 +3,10 @@
 //! a tree clone, renames (plain, over a file, over an empty directory, exchange; in
 //! shared directories, in the root and in a writable snapshot), an open followed by a
 //! failing truncate, and an unlink of an open file with its release.
+//! A tree clone is also run as the mount runs it: a first operation that places the top
+//! directory, then small steps, each an operation of its own; there the promise is per
+//! step: a failed step leaves the namespace as it was before that step (the partial copy
+//! made by the steps before stays), and the clone goes on from there when tried again.
 //! After each failure the namespace (walked through the Fs API) equals the model of the
 //! state before the step, the in-memory snapshot list equals the store's, the open handles
 //! are as before, the step works when tried again, and fsck finds a clean store. A failure
@@ -13,15 +17,18 @@
 use cowfs::check::check;
 use cowfs::ids::{Fh, Ino};
 use cowfs::ns::perm::Cred;
-use cowfs::ns::{CloneOpts, Ctx, Fs, SetAttr, snap_load};
+use cowfs::ns::{Atime, Begun, CloneOpts, Ctx, Fs, SetAttr, StepBudget, TreeClone, snap_load};
 use cowfs::page::{Backend, CrashBackend, FaultBackend, Faults};
 use cowfs::store::Store;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 const RENAME_EXCHANGE: u32 = 2;
 /// References freed per reclaim step: small, so a table takes several steps.
 const RECLAIM_BUDGET: u64 = 6;
+/// Entries copied per step of a stepped tree clone: small, so the clone takes several.
+const STEP_ENTRIES: u64 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
@@ -198,6 +205,16 @@ fn walk_view(fs: &mut Fs, prefix: &str, model: &mut Model) {
 
 /// The whole namespace: the live tree, the root's link count, and every snapshot.
 fn walk(fs: &mut Fs) -> Model {
+    // Reading changes nothing (no atime), so a walk between a clone's steps, with a
+    // failure armed, neither allocates nor writes.
+    let atime = fs.atime_mode();
+    fs.set_atime_mode(Atime::NoAtime);
+    let m = walk_all(fs);
+    fs.set_atime_mode(atime);
+    m
+}
+
+fn walk_all(fs: &mut Fs) -> Model {
     op(fs, |fs| {
         let mut m = Model::new();
         let root = fs.getattr(Ino::ROOT)?;
@@ -301,6 +318,9 @@ struct Step {
     run: Box<StepFn>,
     /// Repeat until `run` reports no more work (reclaim): then `run` sets `more`.
     repeat: bool,
+    /// Each repetition changes the namespace (a tree clone's steps): a failure is
+    /// compared with the namespace before that repetition, not before the first.
+    grows: bool,
     after: Model,
 }
 
@@ -309,6 +329,11 @@ struct Step {
 struct Held {
     fh: Option<Fh>,
     more: std::cell::Cell<bool>,
+    /// The tree clone in progress.
+    tree: RefCell<Option<Box<TreeClone>>>,
+    /// For a growing step: the namespace before its last repetition, and after it (when
+    /// the repetition's operation succeeded and its commit was next).
+    last: RefCell<Option<(Model, Option<Model>)>>,
 }
 
 struct Scenario {
@@ -359,6 +384,29 @@ fn step(
         name,
         run: Box::new(run),
         repeat: false,
+        grows: false,
+        after,
+    }
+}
+
+/// The steps of a tree clone after its start, `STEP_ENTRIES` entries each.
+fn clone_steps(after: Model) -> Step {
+    Step {
+        name: "clone step",
+        run: Box::new(|fs, c| {
+            let mut g = c.tree.borrow_mut();
+            let t = g
+                .as_mut()
+                .ok_or(cowfs::Error::Invalid("no clone started"))?;
+            let budget = StepBudget {
+                entries: STEP_ENTRIES,
+                time: None,
+            };
+            c.more.set(fs.clone_step(t, budget)?);
+            Ok(())
+        }),
+        repeat: true,
+        grows: true,
         after,
     }
 }
@@ -371,6 +419,7 @@ fn reclaim(after: Model) -> Step {
             Ok(())
         }),
         repeat: true,
+        grows: false,
         after,
     }
 }
@@ -443,6 +492,9 @@ fn scenarios(m0: &Model) -> Vec<Scenario> {
         }
     }
     set_root_nlink(&mut cloned, 1);
+    let mut started = m0.clone();
+    started.insert("d2".into(), Node::Dir { nlink: 2 });
+    set_root_nlink(&mut started, 1);
     let plain = moved(m0, "d/sub/p", "d/sub/p2");
     let over_file = moved(&without(m0, "d/sub/q"), "d/sub/p", "d/sub/q");
     let mut over_dir = moved(&without(m0, "d/sub/ed"), "d/sub/od", "d/sub/ed");
@@ -524,7 +576,7 @@ fn scenarios(m0: &Model) -> Vec<Scenario> {
             allocates: true,
             setup: no_setup,
             start: m0.clone(),
-            steps: vec![step("clone", cloned, |fs, _| {
+            steps: vec![step("clone", cloned.clone(), |fs, _| {
                 let d = ino_of(fs, "d");
                 let opts = CloneOpts {
                     recursive: true,
@@ -533,6 +585,27 @@ fn scenarios(m0: &Model) -> Vec<Scenario> {
                 fs.clone_path(&Cred::root(), b"d", d, Ino::ROOT, b"d2", opts)
                     .map(|_| ())
             })],
+        },
+        Scenario {
+            name: "clone -r in steps",
+            allocates: true,
+            setup: no_setup,
+            start: m0.clone(),
+            steps: vec![
+                step("clone start", started, |fs, c| {
+                    let d = ino_of(fs, "d");
+                    let opts = CloneOpts {
+                        recursive: true,
+                        ..Default::default()
+                    };
+                    match fs.clone_start(&Cred::root(), b"d", d, Ino::ROOT, b"d2", opts)? {
+                        Begun::Tree(t, _) => *c.tree.borrow_mut() = Some(t),
+                        Begun::Done(_) => return Err(cowfs::Error::Invalid("not a tree")),
+                    }
+                    Ok(())
+                }),
+                clone_steps(cloned.clone()),
+            ],
         },
         Scenario {
             name: "rename",
@@ -705,11 +778,29 @@ fn fsck_and_compare(disk: &Disk, wants: &[&Model], what: &str) -> usize {
 fn run_step(fs: &mut Fs, s: &Step, c: &Held) -> cowfs::Result<()> {
     loop {
         c.more.set(false);
+        if s.grows {
+            *c.last.borrow_mut() = Some((walk(fs), None));
+        }
         op(fs, |fs| (s.run)(fs, c))?;
+        if s.grows {
+            let now = walk(fs);
+            if let Some(l) = c.last.borrow_mut().as_mut() {
+                l.1 = Some(now);
+            }
+        }
         op(fs, |fs| fs.sync())?;
         if !(s.repeat && c.more.get()) {
             return Ok(());
         }
+    }
+}
+
+/// The namespace before the failed step (for a growing step, before its last repetition)
+/// and after its operation if that succeeded.
+fn grown(s: &Step, c: &Held, before: &Model) -> (Model, Option<Model>) {
+    match c.last.borrow().as_ref() {
+        Some((pre, post)) if s.grows => (pre.clone(), post.clone()),
+        _ => (before.clone(), None),
     }
 }
 
@@ -751,15 +842,18 @@ fn attempt(disk: &Disk, sc: &Scenario, kind: Kind, n: u64) -> bool {
                 fs.mknod(Ctx::ROOT, Ino::ROOT, b"refused", libc::S_IFREG, 0)
             });
             assert_eq!(r.map(|_| ()).map_err(|e| e.errno()), Err(libc::EROFS));
+            let (pre, post) = grown(s, &c, &before);
+            let post = post.as_ref().unwrap_or(&s.after);
             let crashed = rig.durable();
-            fsck_and_compare(&crashed, &[&before, &s.after], &format!("{what}, crash"));
+            fsck_and_compare(&crashed, &[&pre, post], &format!("{what}, crash"));
             let stopped = rig.stop();
-            fsck_and_compare(&stopped, &[&before, &s.after], &format!("{what}, restart"));
+            fsck_and_compare(&stopped, &[&pre, post], &format!("{what}, restart"));
             return true;
         }
         // The step failed and was undone, memory and store alike.
         let got = walk(&mut rig.fs);
-        assert!(got == before, "{what}: namespace changed by a failed step");
+        let (pre, _) = grown(s, &c, &before);
+        assert!(got == pre, "{what}: namespace changed by a failed step");
         check_memory(&mut rig.fs, &handles, &what);
         if let Some(fh) = c.fh
             && handles.iter().any(|(h, _)| *h == fh)

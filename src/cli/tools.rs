@@ -99,7 +99,17 @@ pub fn clone(src: &Path, dst: &Path, a: CloneArgs) -> Result<()> {
         .open(&parent)
         .map_err(|e| io_err("cannot open", &parent, e))?;
     check_same_dev(&meta, &dir.metadata()?, &dst)?;
-    send(&dir, &mut req, &dst)
+    let before = std::fs::symlink_metadata(&dst).map(|m| m.ino()).ok();
+    let r = send(&dir, &mut req, &dst);
+    // A tree is copied in steps, in place (as `cp -a` copies): a failure part way leaves
+    // the part made so far.
+    let after = std::fs::symlink_metadata(&dst).map(|m| m.ino()).ok();
+    match r {
+        Err(e) if a.recursive && after.is_some() && after != before => Err(Error::BadStore(
+            format!("{e}; the partial copy {} is left in place", dst.display()),
+        )),
+        r => r,
+    }
 }
 
 fn check_same_dev(src: &std::fs::Metadata, dst: &std::fs::Metadata, p: &Path) -> Result<()> {

@@ -17,7 +17,7 @@ mod space;
 mod tree;
 mod xattr;
 
-pub use clone::{CloneOpts, Invalidate};
+pub use clone::{Begun, CloneOpts, Invalidate, StepBudget, TreeClone};
 pub use data::Atime;
 pub use dedup::{DedupStats, RunKey};
 pub use fs::{Ctx, Fs, SetAttr, StatFs, TimeSet};
