@@ -383,8 +383,7 @@ impl fuser::Filesystem for CowFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.write_back();
-        let r = self.call("fsync", |fs| fs.sync());
+        let r = self.commit_now("fsync");
         if r.is_ok() {
             // With the writeback cache the kernel keeps stale st_blocks after writes.
             self.forget_attrs(ino(i));
@@ -479,8 +478,7 @@ impl fuser::Filesystem for CowFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.write_back();
-        empty(reply, self.call("fsyncdir", |fs| fs.sync()));
+        empty(reply, self.commit_now("fsyncdir"));
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {

@@ -3,6 +3,7 @@
 //! through the backend (the mmap); metadata pages change only through commits.
 
 mod alloc;
+mod commit;
 pub mod dir;
 pub mod journal;
 pub mod layout;
@@ -10,6 +11,7 @@ mod meta;
 mod punch;
 pub mod superblock;
 
+pub use commit::CommitJob;
 pub use dir::{StoreDir, open_dir};
 pub use layout::Kind;
 pub use superblock::{ROOT_SLOTS, Superblock};
@@ -48,7 +50,7 @@ struct Undo {
 /// The page store. Not thread-safe by itself: the namespace holds it under one lock.
 pub struct Store {
     dev: Box<dyn Backend>,
-    journal: Journal,
+    journal: std::sync::Arc<std::sync::Mutex<Journal>>,
     sb: Superblock,
     dirty: PageMap<Box<PageBuf>>,
     verified: PageSet,
@@ -67,6 +69,8 @@ pub struct Store {
     in_commit: bool,
     /// Freed runs to give back to the host (`punch_freed`).
     punch: punch::PunchQueue,
+    /// The commit whose slow half runs without the lock (`begin_commit`, `settle`).
+    committing: Option<commit::Committing>,
 }
 
 impl Store {
@@ -159,7 +163,7 @@ impl Store {
         Store {
             punch,
             dev,
-            journal,
+            journal: std::sync::Arc::new(std::sync::Mutex::new(journal)),
             sb,
             dirty: PageMap::default(),
             verified: PageSet::default(),
@@ -170,6 +174,7 @@ impl Store {
             undo: None,
             failed: false,
             in_commit: false,
+            committing: None,
         }
     }
 
@@ -299,7 +304,11 @@ impl Store {
 
     /// Starts reading page `p` from disk in the background, unless it is dirty here.
     pub fn will_need(&self, p: PageNo) {
-        if !p.is_zero() && p.0 < self.total_pages() && !self.dirty.contains_key(&p) {
+        if !p.is_zero()
+            && p.0 < self.total_pages()
+            && !self.dirty.contains_key(&p)
+            && self.committing_page(p).is_none()
+        {
             self.dev.will_need(p.0 * PS, PAGE_SIZE);
         }
     }
@@ -369,7 +378,7 @@ impl Store {
     /// reach it through another holder, so it must not be changed in place before the next
     /// commit (data pages are not journaled).
     pub fn shared_at_last_commit(&self, p: PageNo) -> bool {
-        self.shrunk.contains(&p)
+        self.shrunk.contains(&p) || self.shrunk_in_flight(p)
     }
 
     pub(super) fn note_shrunk(&mut self, p: PageNo) {
@@ -407,6 +416,7 @@ impl Store {
 
     /// Makes everything so far durable and atomic: see docs/FORMAT.md, "Commit protocol".
     pub fn commit(&mut self) -> Result<()> {
+        self.settle()?;
         self.check_writable()?;
         if !self.has_changes() {
             return Ok(());
@@ -446,7 +456,10 @@ impl Store {
         // 1. New data pages and the previous commit's home writes reach the disk.
         self.dev.sync()?;
         // 2. The record is durable: from here on, the commit has happened.
-        self.journal.write(self.sb.seq, &self.dirty)?;
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write(self.sb.seq, &self.dirty)?;
         // 3. Home writes; made durable by step 1 of the next commit (or by close). The
         // dirty cache is emptied only once they all went: if one fails, memory still
         // shows the committed state (which the journal holds) while the store refuses
@@ -473,7 +486,10 @@ impl Store {
         // would have it punched again at the next open is retired.
         while self.punch_freed(u64::MAX)? {}
         self.dev.sync()?;
-        self.journal.clear()
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear()
     }
 }
 
