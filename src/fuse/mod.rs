@@ -107,19 +107,6 @@ impl CowFuse {
         Ok(())
     }
 
-    /// Commits everything so far (fsync): sealed under the locks, written and synced
-    /// without them (other requests go on), ended under them again.
-    fn commit_now(&self, what: &str) -> std::result::Result<(), Errno> {
-        self.write_back();
-        match self.call(what, |fs| fs.begin_commit())? {
-            Some(job) => {
-                job.run();
-                self.call(what, |fs| fs.finish_commit())
-            }
-            None => Ok(()),
-        }
-    }
-
     /// Wraps a shared filesystem.
     pub fn new(
         fs: Arc<Mutex<Fs>>,

@@ -383,7 +383,8 @@ impl fuser::Filesystem for CowFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.commit_now("fsync");
+        self.write_back();
+        let r = self.call("fsync", |fs| fs.sync());
         if r.is_ok() {
             // With the writeback cache the kernel keeps stale st_blocks after writes.
             self.forget_attrs(ino(i));
@@ -478,7 +479,8 @@ impl fuser::Filesystem for CowFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.commit_now("fsyncdir"));
+        self.write_back();
+        empty(reply, self.call("fsyncdir", |fs| fs.sync()));
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {

@@ -154,17 +154,7 @@ fn background_commit(fs: &Locked, reported: &mut bool) {
             panic_text(&*p)
         );
     }
-    // Sealed under the locks, written and synced without them, ended under them again.
-    let r = match guarded(fs, "background commit", |g| g.begin_commit()) {
-        Some(Ok(Some(job))) => {
-            job.run();
-            guarded(fs, "background commit: end", |g| g.finish_commit())
-        }
-        Some(Ok(None)) => Some(Ok(())),
-        Some(Err(e)) => Some(Err(e)),
-        None => None,
-    };
-    match r {
+    match guarded(fs, "background commit", |g| g.sync()) {
         Some(Ok(())) => return,
         Some(Err(e)) => log::error!("background commit failed: {e}"),
         None => {}

@@ -765,24 +765,6 @@ impl Fs {
         self.commit()
     }
 
-    /// The first half of a commit whose slow half (`CommitJob::run`) the caller runs
-    /// without the lock, then ends with `finish_commit`: requests go on meanwhile (see
-    /// `store::commit`). `None`: nothing to write, or it was all done here. Inside an
-    /// operation it is a save point, as `commit` is.
-    pub fn begin_commit(&mut self) -> Result<Option<crate::store::CommitJob>> {
-        let seq = self.store.superblock().seq;
-        let job = self.store.begin_commit()?;
-        if self.saved.is_some() && self.store.superblock().seq != seq {
-            self.save_point();
-        }
-        Ok(job)
-    }
-
-    /// Ends the commit `begin_commit` started (if no one else did meanwhile).
-    pub fn finish_commit(&mut self) -> Result<()> {
-        self.store.settle()
-    }
-
     /// True when the uncommitted metadata has grown past `limit` bytes.
     pub fn over_commit_limit(&self, limit: usize) -> bool {
         self.store.dirty_bytes() > limit

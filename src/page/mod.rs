@@ -115,12 +115,6 @@ impl DataIo {
         Ok(())
     }
 
-    /// Makes everything written to the store file durable (fdatasync).
-    pub fn sync(&self) -> Result<()> {
-        self.0.sync_data()?;
-        Ok(())
-    }
-
     /// Writes every dirty page of the store file back to the disk and waits for it, but
     /// makes nothing durable: a commit's own fdatasync still does that. Run without the
     /// filesystem's locks before a commit, it leaves the commit little left to write.

@@ -30,7 +30,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn set_refcount(&mut self, p: PageNo, v: u32) -> Result<()> {
+    fn set_refcount(&mut self, p: PageNo, v: u32) -> Result<()> {
         let g = layout::group_header(layout::group_of(p));
         let b = self.meta_mut(g, Kind::Group)?;
         let old = get32(b, layout::rc_offset(p));
@@ -390,7 +390,7 @@ impl Store {
     /// page whose count fell to 1 since then may still be shared by that commit, and an
     /// in-place write would show up in the other file after a crash.
     fn writable_in_place(&mut self, old: PageNo) -> Result<bool> {
-        Ok(!old.is_zero() && self.refcount(old)? == 1 && !self.shared_at_last_commit(old))
+        Ok(!old.is_zero() && self.refcount(old)? == 1 && !self.shrunk.contains(&old))
     }
 
     /// Drops the reference on a page that a write copied away from.

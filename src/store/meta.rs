@@ -12,9 +12,6 @@ impl Store {
         if let Some(b) = self.dirty.get(&p) {
             return Ok(f(&b[..]));
         }
-        if let Some(b) = self.committing_page(p) {
-            return Ok(f(&b[..]));
-        }
         if p.is_zero() || p.0 >= self.total_pages() {
             return Err(Error::corrupt(p.0, "metadata page number out of range"));
         }

@@ -3,7 +3,6 @@
 //! through the backend (the mmap); metadata pages change only through commits.
 
 mod alloc;
-mod commit;
 pub mod dir;
 pub mod journal;
 pub mod layout;
@@ -11,7 +10,6 @@ mod meta;
 mod punch;
 pub mod superblock;
 
-pub use commit::CommitJob;
 pub use dir::{StoreDir, open_dir};
 pub use layout::Kind;
 pub use superblock::{ROOT_SLOTS, Superblock};
@@ -50,7 +48,7 @@ struct Undo {
 /// The page store. Not thread-safe by itself: the namespace holds it under one lock.
 pub struct Store {
     dev: Box<dyn Backend>,
-    journal: std::sync::Arc<std::sync::Mutex<Journal>>,
+    journal: Journal,
     sb: Superblock,
     dirty: PageMap<Box<PageBuf>>,
     verified: PageSet,
@@ -69,8 +67,6 @@ pub struct Store {
     in_commit: bool,
     /// Freed runs to give back to the host (`punch_freed`).
     punch: punch::PunchQueue,
-    /// The commit whose slow half runs without the lock (`begin_commit`, `settle`).
-    committing: Option<commit::Committing>,
 }
 
 impl Store {
@@ -163,7 +159,7 @@ impl Store {
         Store {
             punch,
             dev,
-            journal: std::sync::Arc::new(std::sync::Mutex::new(journal)),
+            journal,
             sb,
             dirty: PageMap::default(),
             verified: PageSet::default(),
@@ -174,7 +170,6 @@ impl Store {
             undo: None,
             failed: false,
             in_commit: false,
-            committing: None,
         }
     }
 
@@ -304,11 +299,7 @@ impl Store {
 
     /// Starts reading page `p` from disk in the background, unless it is dirty here.
     pub fn will_need(&self, p: PageNo) {
-        if !p.is_zero()
-            && p.0 < self.total_pages()
-            && !self.dirty.contains_key(&p)
-            && self.committing_page(p).is_none()
-        {
+        if !p.is_zero() && p.0 < self.total_pages() && !self.dirty.contains_key(&p) {
             self.dev.will_need(p.0 * PS, PAGE_SIZE);
         }
     }
@@ -378,7 +369,7 @@ impl Store {
     /// reach it through another holder, so it must not be changed in place before the next
     /// commit (data pages are not journaled).
     pub fn shared_at_last_commit(&self, p: PageNo) -> bool {
-        self.shrunk.contains(&p) || self.shrunk_in_flight(p)
+        self.shrunk.contains(&p)
     }
 
     pub(super) fn note_shrunk(&mut self, p: PageNo) {
@@ -416,7 +407,6 @@ impl Store {
 
     /// Makes everything so far durable and atomic: see docs/FORMAT.md, "Commit protocol".
     pub fn commit(&mut self) -> Result<()> {
-        self.settle()?;
         self.check_writable()?;
         if !self.has_changes() {
             return Ok(());
@@ -456,10 +446,7 @@ impl Store {
         // 1. New data pages and the previous commit's home writes reach the disk.
         self.dev.sync()?;
         // 2. The record is durable: from here on, the commit has happened.
-        self.journal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .write(self.sb.seq, &self.dirty)?;
+        self.journal.write(self.sb.seq, &self.dirty)?;
         // 3. Home writes; made durable by step 1 of the next commit (or by close). The
         // dirty cache is emptied only once they all went: if one fails, memory still
         // shows the committed state (which the journal holds) while the store refuses
@@ -486,10 +473,7 @@ impl Store {
         // would have it punched again at the next open is retired.
         while self.punch_freed(u64::MAX)? {}
         self.dev.sync()?;
-        self.journal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear()
+        self.journal.clear()
     }
 }
 
