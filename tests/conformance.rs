@@ -199,6 +199,17 @@ fn strictatime_updates_every_read_and_noatime_none() {
     assert_eq!(times(&f).0, a0, "noatime: never");
 }
 
+/// Creates (or empties) `p`, open for reading and writing.
+fn create_rw(p: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p)
+        .expect("create")
+}
+
 fn seek(f: &File, off: u64, whence: i32) -> Result<u64, i32> {
     // SAFETY: a plain syscall on an open descriptor.
     let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
@@ -241,13 +252,7 @@ fn check_seeks(f: &File, exact: bool) {
 fn seek_data_and_hole_never_miss_dirty_pages() {
     let m = Mount::new();
     let p = m.path("f");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&p)
-        .expect("create");
+    let f = create_rw(&p);
     // Written, and still open: the pages are dirty in the kernel, unseen by the daemon.
     f.write_at(&[1u8; 4096], 0).expect("pwrite");
     f.write_at(&[2u8; 4096], MIB).expect("pwrite");
@@ -273,13 +278,7 @@ fn seek_data_and_hole_never_miss_dirty_pages() {
 fn seek_data_sees_pages_dirtied_through_a_shared_mapping() {
     let m = Mount::new();
     let p = m.path("mapped");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&p)
-        .expect("create");
+    let f = create_rw(&p);
     f.set_len(MIB + 4096).expect("ftruncate");
     let len = (MIB + 4096) as usize;
     // SAFETY: a fresh shared mapping of the whole file, written inside its bounds and
@@ -320,13 +319,7 @@ fn seek_with_one_worker_is_exact_while_a_writer_holds_dirty_pages() {
     ] {
         let m = Mount::with_opts(opts);
         let p = m.path("f");
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .expect("create");
+        let f = create_rw(&p);
         f.set_len(MIB + 4096).expect("ftruncate");
         f.write_at(&[5u8; 4096], MIB).expect("pwrite");
         assert_eq!(seek(&f, 0, libc::SEEK_DATA), Ok(MIB), "{opts:?}");

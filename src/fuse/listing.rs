@@ -15,10 +15,11 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Bytes of one entry in the reply before its name (`fuse_entry_out` + `fuse_dirent`).
 const ENTRY_BYTES: usize = 128 + 24;
-/// Names gathered for one reply, in reply bytes: more than any reply the kernel asks for
-/// (it asks for at most `max_pages`, 1 MiB here, and usually one page); the attributes are
-/// read only for what fits.
-const GATHER_BYTES: usize = 256 << 10;
+/// Names gathered at a time, in reply bytes: about two pages, the size of most replies the
+/// kernel asks for. The reply's size is not known here, so the names are gathered batch by
+/// batch until it is full: at most one batch is read for nothing (a listing resumes at a
+/// hash bucket, so a batch costs what it holds, not what came before it).
+const GATHER_BYTES: usize = 8 << 10;
 
 /// One name of a listing: local inode, next offset, name.
 type Name = (Ino, u64, Vec<u8>);
@@ -86,31 +87,38 @@ impl CowFuse {
 /// Lists local directory `d` of the current view into `reply`. Fails only when nothing
 /// was handed out yet: once an entry is counted, the reply must reach the kernel.
 fn dir_plus(fs: &mut Fs, d: Ino, off: u64, reply: &mut ReplyDirectoryPlus) -> Result<()> {
-    let names = gather(fs, d, off)?;
     let dir = fs.getattr(d)?;
     let generation = Generation(fs.generation());
-    for (i, (n, next, name)) in names.into_iter().enumerate() {
-        let attr = if is_dot(&name) {
-            dot_attr(fs, d, &dir, n)
-        } else {
-            fs.getattr(n).and_then(|inode| attr_of(fs, n, &inode))
+    let (mut off, mut added) = (off, 0usize);
+    loop {
+        let names = gather(fs, d, off)?;
+        let Some(last) = names.last().map(|(_, next, _)| *next) else {
+            return Ok(());
         };
-        let a = match attr {
-            Ok(a) => a,
-            Err(e) if i == 0 => return Err(e),
-            Err(e) => {
-                log::debug!("readdirplus: entry {}: {e}", n.0);
-                break;
+        for (n, next, name) in names {
+            let attr = if is_dot(&name) {
+                dot_attr(fs, d, &dir, n)
+            } else {
+                fs.getattr(n).and_then(|inode| attr_of(fs, n, &inode))
+            };
+            let a = match attr {
+                Ok(a) => a,
+                Err(e) if added == 0 => return Err(e),
+                Err(e) => {
+                    log::debug!("readdirplus: entry {}: {e}", n.0);
+                    return Ok(());
+                }
+            };
+            if reply.add(a.ino, next, OsStr::from_bytes(&name), &TTL, &a, generation) {
+                return Ok(());
             }
-        };
-        if reply.add(a.ino, next, OsStr::from_bytes(&name), &TTL, &a, generation) {
-            break;
+            if !is_dot(&name) {
+                fs.remember(n);
+            }
+            added += 1;
         }
-        if !is_dot(&name) {
-            fs.remember(n);
-        }
+        off = last;
     }
-    Ok(())
 }
 
 /// The names of `d` from `off`, up to `GATHER_BYTES` of reply.

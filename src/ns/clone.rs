@@ -172,6 +172,23 @@ pub struct TreeClone {
 }
 
 impl TreeClone {
+    /// A walk that has made only `top`, the copy's top directory, for `cred`.
+    fn new(cred: Cred, generation: u64, top: Ino) -> TreeClone {
+        TreeClone {
+            cred,
+            generation,
+            top,
+            stack: Vec::new(),
+            on_stack: HashMap::new(),
+            links: HashMap::new(),
+            made: Vec::new(),
+            touched: HashSet::new(),
+            copied: 0,
+            step: 0,
+            undo: Vec::new(),
+        }
+    }
+
     /// The top directory of the copy.
     pub fn top(&self) -> Ino {
         self.top
@@ -453,19 +470,7 @@ impl Fs {
         let (top, si) = self.copy_node(cred, src, parent)?;
         let mut inv = Invalidate::default();
         self.place(parent, name, top, si.mode, old, &mut inv)?;
-        let mut t = TreeClone {
-            cred: cred.clone(),
-            generation: self.generation(),
-            top,
-            stack: Vec::new(),
-            on_stack: HashMap::new(),
-            links: HashMap::new(),
-            made: Vec::new(),
-            touched: HashSet::new(),
-            copied: 0,
-            step: 0,
-            undo: Vec::new(),
-        };
+        let mut t = TreeClone::new(cred.clone(), self.generation(), top);
         t.note_made(top);
         let mut lv = Level::new(src, top, Vec::new(), 0);
         lv.left = Some((self.peek(top)?.ctime, 0));
@@ -821,19 +826,7 @@ mod tests {
     use super::*;
 
     fn walk_state() -> TreeClone {
-        TreeClone {
-            cred: Cred::root(),
-            generation: 0,
-            top: Ino(100),
-            stack: Vec::new(),
-            on_stack: HashMap::new(),
-            links: HashMap::new(),
-            made: Vec::new(),
-            touched: HashSet::new(),
-            copied: 0,
-            step: 0,
-            undo: Vec::new(),
-        }
+        TreeClone::new(Cred::root(), 0, Ino(100))
     }
 
     #[test]

@@ -47,15 +47,11 @@ impl Backend for FileBackend {
     }
 
     fn punch(&mut self, off: u64, len: u64) -> Result<()> {
-        check_range(off, len as usize, self.len)?;
-        crate::sys::punch_hole(&self.file, off, len)?;
-        Ok(())
+        super::punch_file(&self.file, self.len, off, len)
     }
 
     fn reserve(&mut self, off: u64, len: u64) -> Result<()> {
-        check_range(off, len as usize, self.len)?;
-        crate::sys::fallocate(&self.file, off, len)?;
-        Ok(())
+        super::reserve_file(&self.file, self.len, off, len)
     }
 
     fn sync(&mut self) -> Result<()> {

@@ -169,17 +169,13 @@ impl Backend for MmapBackend {
     }
 
     fn punch(&mut self, off: u64, len: u64) -> Result<()> {
-        check_range(off, len as usize, self.len)?;
         // Legal under the shared mapping: the kernel unmaps the range and it faults back
         // in as zeros. Pages of it in `touched` are merely trimmed again later.
-        crate::sys::punch_hole(&self.file, off, len)?;
-        Ok(())
+        super::punch_file(&self.file, self.len, off, len)
     }
 
     fn reserve(&mut self, off: u64, len: u64) -> Result<()> {
-        check_range(off, len as usize, self.len)?;
-        crate::sys::fallocate(&self.file, off, len)?;
-        Ok(())
+        super::reserve_file(&self.file, self.len, off, len)
     }
 
     fn data_io(&self) -> Option<super::DataIo> {

@@ -124,6 +124,20 @@ impl DataIo {
     }
 }
 
+/// `Backend::punch` for a backend over `file` of `size` bytes.
+pub(crate) fn punch_file(file: &std::fs::File, size: u64, off: u64, len: u64) -> Result<()> {
+    check_range(off, len as usize, size)?;
+    crate::sys::punch_hole(file, off, len)?;
+    Ok(())
+}
+
+/// `Backend::reserve` for a backend over `file` of `size` bytes.
+pub(crate) fn reserve_file(file: &std::fs::File, size: u64, off: u64, len: u64) -> Result<()> {
+    check_range(off, len as usize, size)?;
+    crate::sys::fallocate(file, off, len)?;
+    Ok(())
+}
+
 /// Checks that `off..off+len` lies inside a device of `size` bytes.
 pub(crate) fn check_range(off: u64, len: usize, size: u64) -> Result<()> {
     match off.checked_add(len as u64) {
